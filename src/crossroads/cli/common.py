@@ -1,0 +1,41 @@
+"""Options and steps that several commands share: datasets, models, embeddings."""
+
+from __future__ import annotations
+
+import argparse
+
+from crossroads.paths import shared_data_dir
+
+DATASET_HELP = "dataset as FORMAT:PATH, e.g. routerbench:../shared/data/routerbench (repeat to combine several)"
+
+
+def default_dataset() -> str:
+    """The embedded default: RouteLLM's MMLU outcomes (GPT-4 vs Mixtral) from the shared data."""
+    return f"routellm-mmlu:{shared_data_dir() / 'routellm' / 'mmlu'}"
+
+
+def add_data_options(parser: argparse.ArgumentParser, required: bool = False) -> None:
+    parser.add_argument("--dataset", "-d", action="append", required=required, metavar="FORMAT:PATH",
+                        help=DATASET_HELP + ("" if required else f" (default: {default_dataset()})"))
+    parser.add_argument("--models", metavar="A,B,...", help="restrict the pool to these models (comma-separated)")
+    parser.add_argument("--embedder", default="minilm-onnx",
+                        help="minilm-onnx (default, offline), minilm-st, or openai:<model>[@<base_url>]")
+    parser.add_argument("--no-cache", action="store_true", help="do not read or write the embedding cache")
+
+
+def load_data(specs: list[str] | None, models: str | None):
+    """The combined dataset of ``specs`` (default: RouteLLM MMLU), restricted to ``models``."""
+    from crossroads.data.importers import load_datasets
+
+    dataset = load_datasets(specs or [default_dataset()], progress=True)
+    if models:
+        dataset = dataset.select_models([name.strip() for name in models.split(",") if name.strip()])
+    return dataset
+
+
+def embed(prompts: list[str], embedder_spec: str, cache: bool = True):
+    """Embeddings of ``prompts`` with a progress bar; returns (embeddings, embedder name)."""
+    from crossroads.embeddings import make_embedder
+
+    embedder = make_embedder(embedder_spec, cache=cache)
+    return embedder.embed(prompts, progress=True), embedder.name

@@ -1,0 +1,118 @@
+"""``crossroads eval``: replay recorded outcomes and score routers against baselines and the oracle."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from pathlib import Path
+
+from crossroads.cli.common import add_data_options, embed, load_data
+
+DEFAULT_ROUTERS = ["sw_ranking", "mf", "knn", "mlp", "ridge", "ensemble"]
+#: Printed tables: (title, [(metric key, column heading, shown as a percentage)]).
+TABLES = [
+    ("strong/weak (RouteLLM method; _fine = fine grid, no rising-curve assumption)",
+     [("apgr", "APGR", False), ("cpt50", "CPT(50%)", True), ("cpt80", "CPT(80%)", True),
+      ("apgr_fine", "APGR fine", False), ("cpt50_fine", "CPT50 fine", True), ("cpt80_fine", "CPT80 fine", True)]),
+    ("any number of models (sweeping willingness to pay; cost share = of the best single model's cost)",
+     [("aiq", "AIQ", False), ("best_quality", "best quality", False), ("cost_share_at_95", "cost@95%", True),
+      ("cost_share_at_97", "cost@97%", True), ("cost_share_at_100", "cost@100%", True)]),
+]
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "eval",
+        help="evaluate routers on recorded outcomes (cross-validation or train/test)",
+        description="Replay recorded outcomes of real LLMs: each router predicts, for queries it did not train "
+        "on, how well each model would answer; the decisions are scored against what the models actually did. "
+        "Baselines in every run: random (averaged over 10 seeds), each single model and the oracle. "
+        "Prints a table, writes OUT/metrics.json and OUT/curve.png.",
+    )
+    add_data_options(parser)
+    parser.add_argument("--router", "-r", action="append", metavar="NAME[:k=v,...]",
+                        help=f"router to evaluate, repeatable (default: {', '.join(DEFAULT_ROUTERS)}); "
+                        "options after a colon, e.g. knn:k=100")
+    parser.add_argument("--cv", type=int, default=5, metavar="K", help="K-fold cross-validation by query (default 5)")
+    parser.add_argument("--train", action="append", metavar="FORMAT:PATH", help="train on this dataset (repeatable)")
+    parser.add_argument("--test", action="append", metavar="FORMAT:PATH",
+                        help="score on this dataset instead of cross-validating (repeatable; needs --train)")
+    parser.add_argument("--strong", help="strong model of the pair for APGR/CPT (default for 2 models: the better one)")
+    parser.add_argument("--weak", help="weak model of the pair")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the fold split and random baseline")
+    parser.add_argument("--out", default="crossroads-eval", metavar="DIR", help="output directory (default ./crossroads-eval)")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from crossroads.errors import CrossroadsError
+    from crossroads.evaluate.harness import default_pair, evaluate
+    from crossroads.evaluate.plots import plot_evaluation
+    from crossroads.evaluate.replay import RouterSpec
+    from crossroads.routers import router_class
+
+    console = Console(stderr=True)
+    specs = [RouterSpec.parse(text) for text in (args.router or DEFAULT_ROUTERS)]
+    for spec in specs:
+        router_class(spec.name)  # unknown names fail before any work
+    if bool(args.train) != bool(args.test):
+        raise CrossroadsError("--train and --test go together; or use --dataset with --cv K")
+    if args.train and args.dataset:
+        raise CrossroadsError("give either --dataset (cross-validation) or --train/--test, not both")
+    cache = not args.no_cache
+    train = load_data(args.train or args.dataset, args.models)
+    train_emb, embedder_name = embed(train.prompts, args.embedder, cache)
+    test = None
+    if args.test:
+        test_data = load_data(args.test, args.models)
+        test = (test_data, embed(test_data.prompts, args.embedder, cache)[0])
+    pair = default_pair(test[0] if test else train, args.strong, args.weak)
+
+    with console.status("evaluating") as status:
+        evaluation = evaluate(specs, train, train_emb, folds=args.cv, test=test, pair=pair, seed=args.seed,
+                              embedder=embedder_name, on_step=lambda step: status.update(f"evaluating: {step}"))
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "metrics.json").write_text(json.dumps(evaluation.to_json(), indent=1))
+    plot_evaluation(evaluation, out / "curve.png", title=", ".join(args.test or args.train or args.dataset or ["RouteLLM MMLU"]))
+    print_table(evaluation)
+    Console().print(f"wrote {out / 'metrics.json'} and {out / 'curve.png'}")
+    return 0
+
+
+def print_table(evaluation) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(width=max(Console().width, 110))
+    console.print(f"{evaluation.setup['method']} on {evaluation.setup['queries']} queries, "
+                  f"{len(evaluation.setup['models'])} models"
+                  + (f" (strong {evaluation.pair[0]}, weak {evaluation.pair[1]})" if evaluation.pair else ""))
+    for title, columns in TABLES:
+        if not any(key in entry.metrics for entry in evaluation.entries for key, _, _ in columns):
+            continue
+        table = Table(title=title)
+        table.add_column("router / baseline")
+        for _, heading, _ in columns:
+            table.add_column(heading, justify="right")
+        for entry in evaluation.entries:
+            if entry.kind != "model":
+                table.add_row(entry.name, *(_cell(entry.metrics.get(key), pct) for key, _, pct in columns))
+        console.print(table)
+    models = Table(title="single models")
+    models.add_column("model")
+    models.add_column("mean quality", justify="right")
+    models.add_column("mean cost (US$/query)", justify="right")
+    for entry in evaluation.entries:
+        if entry.kind == "model":
+            models.add_row(entry.name, f"{entry.metrics['mean_quality']:.4f}", f"{entry.metrics['mean_cost_usd']:.6f}")
+    console.print(models)
+
+
+def _cell(value, percent: bool) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    return f"{100 * value:.1f}%" if percent else f"{value:.3f}"

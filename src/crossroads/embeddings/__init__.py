@@ -1,0 +1,88 @@
+"""Embedders turn prompts into unit vectors that routers learn from.
+
+Pick one with a spec string (what the CLI and config files use):
+
+``minilm-onnx`` (default)
+    all-MiniLM-L6-v2, int8 ONNX through onnxruntime, offline, 384 dimensions.
+``minilm-st``
+    the same model through sentence-transformers (optional extra, needs torch).
+``openai:<model>[@<base_url>]``
+    any OpenAI-compatible ``/embeddings`` endpoint, e.g. ``openai:text-embedding-3-small``
+    or ``openai:nomic-embed-text@http://localhost:11434/v1``; the key is read from
+    ``$OPENAI_API_KEY``.
+
+The embedder classes are imported on first use, so ``import crossroads.embeddings``
+loads neither onnxruntime nor httpx.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from crossroads.embeddings.base import Embedder, normalise
+from crossroads.errors import CrossroadsError
+
+if TYPE_CHECKING:
+    from crossroads.embeddings.cache import CachedEmbedder
+    from crossroads.embeddings.onnx_minilm import OnnxMiniLMEmbedder
+    from crossroads.embeddings.openai_compatible import OpenAICompatibleEmbedder
+    from crossroads.embeddings.sentence_transformer import SentenceTransformerEmbedder
+
+DEFAULT_EMBEDDER = "minilm-onnx"
+#: The spec forms ``make_embedder`` accepts, with what each gives.
+EMBEDDER_SPECS = {
+    "minilm-onnx": "all-MiniLM-L6-v2 int8 through onnxruntime (default, offline)",
+    "minilm-st": "all-MiniLM-L6-v2 through sentence-transformers (needs the sentence-transformers extra)",
+    "openai:<model>[@<base_url>]": "an OpenAI-compatible /embeddings endpoint (key in $OPENAI_API_KEY)",
+}
+
+_LAZY = {
+    "CachedEmbedder": "crossroads.embeddings.cache",
+    "OnnxMiniLMEmbedder": "crossroads.embeddings.onnx_minilm",
+    "OpenAICompatibleEmbedder": "crossroads.embeddings.openai_compatible",
+    "SentenceTransformerEmbedder": "crossroads.embeddings.sentence_transformer",
+}
+
+__all__ = ["DEFAULT_EMBEDDER", "EMBEDDER_SPECS", "Embedder", "make_embedder", "normalise", *_LAZY]
+
+
+def make_embedder(spec: str = DEFAULT_EMBEDDER, cache: bool = True) -> Embedder:
+    """The embedder named by ``spec`` (see the module docstring), behind a disk cache if ``cache``.
+
+    Nothing is loaded or contacted here; that happens on the first ``embed``.
+
+    >>> make_embedder("openai:text-embedding-3-small", cache=False).name
+    'openai:text-embedding-3-small@https://api.openai.com/v1'
+    """
+    embedder: Embedder
+    if spec == "minilm-onnx":
+        from crossroads.embeddings.onnx_minilm import OnnxMiniLMEmbedder
+
+        embedder = OnnxMiniLMEmbedder()
+    elif spec == "minilm-st":
+        from crossroads.embeddings.sentence_transformer import SentenceTransformerEmbedder
+
+        embedder = SentenceTransformerEmbedder()
+    elif spec.startswith("openai:"):
+        from crossroads.embeddings.openai_compatible import OPENAI_BASE_URL, OpenAICompatibleEmbedder
+
+        model, _, base_url = spec.removeprefix("openai:").partition("@")
+        if not model.strip():
+            raise CrossroadsError(f"embedder spec {spec!r} names no model: write openai:<model>[@<base_url>]")
+        embedder = OpenAICompatibleEmbedder(model.strip(), base_url.strip() or OPENAI_BASE_URL)
+    else:
+        choices = "; ".join(f"{form}: {what}" for form, what in EMBEDDER_SPECS.items())
+        raise CrossroadsError(f"unknown embedder {spec!r}; choose one of: {choices}")
+    if cache:
+        from crossroads.embeddings.cache import CachedEmbedder
+
+        return CachedEmbedder(embedder)
+    return embedder
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

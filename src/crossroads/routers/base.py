@@ -1,0 +1,153 @@
+"""The offline router interface, in scikit-learn's shape.
+
+A router learns from recorded outcomes and, for each query embedding, predicts the
+quality every model of its pool would reach.  Hyper-parameters are keyword arguments
+of ``__init__`` stored verbatim; learned state lives in attributes ending with ``_``
+and is saved as plain arrays (``.npz``, no pickle) plus a JSON header.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import Any, ClassVar, Sequence
+
+import numpy as np
+
+from crossroads.data.dataset import RoutingDataset
+from crossroads.errors import CrossroadsError, UnknownModelError
+
+FORMAT_VERSION = 1
+
+
+class Router(ABC):
+    """Predicts per-model quality from query embeddings.
+
+    Subclasses implement ``_fit``, ``_predict``, ``_state`` and ``_restore``.  Routers
+    that model pairwise preferences (Bradley-Terry style) also override
+    ``_pair_logit`` so that ``win_probability`` is their own P(strong beats weak).
+    """
+
+    name: ClassVar[str]
+    #: True for routers that read the prompt text as well as its embedding.
+    reads_text: ClassVar[bool] = False
+
+    models_: list[str]
+    embedder_: str
+
+    # -- public API -------------------------------------------------------------
+    def fit(self, dataset: RoutingDataset, embeddings: np.ndarray, embedder: str = "") -> Router:
+        """Learn from ``dataset``'s outcomes; ``embeddings[i]`` is query i's vector."""
+        embeddings = np.asarray(embeddings, dtype=np.float32)
+        if len(embeddings) != dataset.n_queries:
+            raise CrossroadsError(
+                f"{len(embeddings)} embeddings for {dataset.n_queries} queries: embed every query of the dataset"
+            )
+        if dataset.n_queries == 0 or dataset.n_models == 0:
+            raise CrossroadsError("cannot fit a router on an empty dataset (no queries or no models)")
+        self.models_ = dataset.model_names
+        self.embedder_ = embedder
+        self._fit(dataset, embeddings)
+        return self
+
+    def predict(self, embeddings: np.ndarray, prompts: Sequence[str] | None = None) -> np.ndarray:
+        """Predicted quality in [0, 1], shape ``(n_queries, n_models)``, columns in ``models_`` order.
+
+        ``prompts`` (the texts behind the embeddings) are needed by routers with ``reads_text``.
+        """
+        self._check_fitted()
+        embeddings = np.atleast_2d(np.asarray(embeddings, dtype=np.float32))
+        self._check_prompts(embeddings, prompts)
+        return np.clip(self._predict(embeddings, prompts), 0.0, 1.0)
+
+    def win_probability(
+        self, embeddings: np.ndarray, strong: str, weak: str, prompts: Sequence[str] | None = None
+    ) -> np.ndarray:
+        """P(``strong``'s answer beats ``weak``'s) per query, shape ``(n_queries,)``."""
+        self._check_fitted()
+        a, b = self.model_column(strong), self.model_column(weak)
+        embeddings = np.atleast_2d(np.asarray(embeddings, dtype=np.float32))
+        logit = self._pair_logit(embeddings, a, b)
+        if logit is not None:
+            return 1.0 / (1.0 + np.exp(-logit))
+        quality = self.predict(embeddings, prompts)
+        return 0.5 + 0.5 * (quality[:, a] - quality[:, b])
+
+    def model_column(self, name: str) -> int:
+        self._check_fitted()
+        try:
+            return self.models_.index(name)
+        except ValueError:
+            raise UnknownModelError(name, self.models_) from None
+
+    def get_params(self) -> dict[str, Any]:
+        """Constructor arguments, read back from the attributes they were stored in."""
+        signature = inspect.signature(type(self).__init__)
+        return {p: getattr(self, p) for p in signature.parameters if p != "self"}
+
+    def save(self, path: str | Path) -> Path:
+        """Write the fitted router to ``path`` (``.npz``: arrays plus a JSON header)."""
+        self._check_fitted()
+        path = Path(path)
+        header = {
+            "format_version": FORMAT_VERSION,
+            "router": self.name,
+            "params": self.get_params(),
+            "models": self.models_,
+            "embedder": self.embedder_,
+        }
+        arrays = self._state()
+        with path.open("wb") as handle:
+            np.savez_compressed(handle, __header__=np.array(json.dumps(header)), **arrays)
+        return path
+
+    # -- hooks ------------------------------------------------------------------
+    @abstractmethod
+    def _fit(self, dataset: RoutingDataset, embeddings: np.ndarray) -> None: ...
+
+    @abstractmethod
+    def _predict(self, embeddings: np.ndarray, prompts: Sequence[str] | None) -> np.ndarray: ...
+
+    @abstractmethod
+    def _state(self) -> dict[str, np.ndarray]: ...
+
+    @abstractmethod
+    def _restore(self, arrays: dict[str, np.ndarray]) -> None: ...
+
+    def _pair_logit(self, embeddings: np.ndarray, a: int, b: int) -> np.ndarray | None:
+        """log-odds that model a beats model b, or None to derive it from predicted quality."""
+        return None
+
+    def _check_prompts(self, embeddings: np.ndarray, prompts: Sequence[str] | None) -> None:
+        if self.reads_text and prompts is None:
+            raise CrossroadsError(f"the {self.name} router reads the prompt text: pass prompts= as well as embeddings")
+        if prompts is not None and len(prompts) != len(embeddings):
+            raise CrossroadsError(f"{len(prompts)} prompts for {len(embeddings)} embeddings: pass one prompt per embedding")
+
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "models_"):
+            raise CrossroadsError(f"the {self.name} router is not fitted: call fit() or load a saved router")
+
+    def __repr__(self) -> str:
+        params = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
+        return f"{type(self).__name__}({params})"
+
+
+def read_router_file(path: str | Path) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """Header and arrays of a saved router, with a clear error for a wrong or corrupt file."""
+    path = Path(path)
+    if not path.is_file():
+        raise CrossroadsError(f"{path}: no such router file; train one with `crossroads calibrate` or Router.save()")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            header = json.loads(str(data["__header__"]))
+            arrays = {key: data[key] for key in data.files if key != "__header__"}
+    except Exception as exc:  # zip, json or key errors all mean the same to the user
+        raise CrossroadsError(f"{path}: not a crossroads router file or corrupt ({exc})") from None
+    if header.get("format_version") != FORMAT_VERSION:
+        raise CrossroadsError(
+            f"{path}: router file format {header.get('format_version')!r}, this crossroads reads {FORMAT_VERSION}"
+        )
+    return header, arrays
