@@ -64,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
         name = spec.name
     threshold = calibrate_threshold(win, args.strong_share)
     achieved = float(np.mean(route_strong_weak(win, threshold)))
-    console = Console()
+    console = Console(soft_wrap=True)
     console.print(f"strong {strong}, weak {weak}, {len(win)} calibration queries")
     console.print(f"threshold for {100 * args.strong_share:.1f}% strong calls: {threshold:.5f} "
                   f"(achieved {100 * achieved:.1f}% on the calibration set)")

@@ -33,5 +33,5 @@ def run(args: argparse.Namespace) -> int:
     with console.status(f"fitting {spec.label} on {dataset.n_queries} queries x {dataset.n_models} models"):
         router.fit(dataset, embeddings, embedder=embedder_name)
     path = router.save(args.out)
-    Console().print(f"saved {spec.label} ({', '.join(dataset.model_names)}) to {path} ({path.stat().st_size / 1e6:.2f} MB)")
+    Console(soft_wrap=True).print(f"saved {spec.label} ({', '.join(dataset.model_names)}) to {path} ({path.stat().st_size / 1e6:.2f} MB)")
     return 0

@@ -72,8 +72,9 @@ class Router(ABC):
         logit = self._pair_logit(embeddings, a, b)
         if logit is not None:
             return 1.0 / (1.0 + np.exp(-logit))
-        quality = self.predict(embeddings, prompts)
-        return 0.5 + 0.5 * (quality[:, a] - quality[:, b])
+        self._check_prompts(embeddings, prompts)
+        quality = self._predict(embeddings, prompts)  # unclipped, so that clipping does not create ties
+        return np.clip(0.5 + 0.5 * (quality[:, a] - quality[:, b]), 0.0, 1.0)
 
     def model_column(self, name: str) -> int:
         self._check_fitted()

@@ -17,19 +17,21 @@ class MLPRouter(Router):
     """Predicts each model's quality with a one-hidden-layer network trained by masked cross-entropy.
 
     Quality in [0, 1] is the soft target of a sigmoid output per model; missing outcomes
-    contribute no loss.  Trained with Adam on minibatches from a fixed seed.
+    contribute no loss.  Trained with Adam on minibatches from a fixed seed, for ``epochs``
+    passes or at least ``min_steps`` updates on small datasets.
     """
 
     name = "mlp"
 
     def __init__(self, hidden: int = 128, epochs: int = 10, lr: float = 2e-3, weight_decay: float = 1e-4,
-                 dropout: float = 0.2, batch_size: int = 256, random_state: int = 0):
+                 dropout: float = 0.2, batch_size: int = 256, min_steps: int = 500, random_state: int = 0):
         self.hidden = hidden
         self.epochs = epochs
         self.lr = lr
         self.weight_decay = weight_decay
         self.dropout = dropout
         self.batch_size = batch_size
+        self.min_steps = min_steps
         self.random_state = random_state
 
     def _fit(self, dataset: RoutingDataset, embeddings: np.ndarray) -> None:
@@ -47,7 +49,8 @@ class MLPRouter(Router):
         }
         optimiser = Adam(params, lr=self.lr, weight_decay=self.weight_decay)
         x_all = embeddings.astype(np.float32)
-        for _ in range(self.epochs):
+        batches_per_epoch = -(-n // self.batch_size)
+        for _ in range(max(self.epochs, -(-self.min_steps // batches_per_epoch))):
             order = rng.permutation(n)
             for start in range(0, n, self.batch_size):
                 rows = order[start : start + self.batch_size]

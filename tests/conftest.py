@@ -1,0 +1,24 @@
+"""Shared test settings: a private embedding cache and the location of the real shared data."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from crossroads.paths import shared_data_dir
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _private_embedding_cache(tmp_path_factory):
+    """Tests never read or write the user's cache; they share one fresh cache among themselves."""
+    os.environ["CROSSROADS_CACHE"] = str(tmp_path_factory.mktemp("crossroads-cache"))
+
+
+@pytest.fixture
+def real_data():
+    """The shared data directory, or a skip that says where it was looked for."""
+    root = shared_data_dir()
+    if not (root / "routellm").is_dir():
+        pytest.skip(f"real shared data not found at {root.resolve()}; set CROSSROADS_DATA to its location")
+    return root
