@@ -36,3 +36,25 @@ def two_topic_dataset(n: int = 400, n_models: int = 2, dim: int = 32, seed: int 
         cost_usd=np.tile(np.arange(1, n_models + 1, dtype=float) * 1e-3, (n, 1)),
     )
     return dataset, embeddings.astype(np.float32), topic
+
+
+def make_dataset(quality: np.ndarray) -> RoutingDataset:
+    n, m = quality.shape
+    ids = [f"q{i}" for i in range(n)]
+    models = [ModelInfo(name) for name in "ABCDEFGH"[:m]]
+    return RoutingDataset(ids, ids, ["c"] * n, ["s"] * n, models, quality, np.ones((n, m)))
+
+
+def two_topics(n: int, n_models: int, seed: int = 0, dim: int = 16):
+    """Unit embeddings around two orthogonal centres X and Y; A wins on X, B on Y, C is always worst."""
+    rng = np.random.default_rng(seed)
+    topic = rng.permutation(np.arange(n) % 2)
+    centres = np.eye(dim)[:2]
+    emb = centres[topic] + 0.05 * rng.standard_normal((n, dim))
+    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+    quality = rng.uniform(0.1, 0.9, (n, n_models))
+    quality[:, 0] = np.where(topic == 0, 1.0, 0.3)
+    quality[:, 1] = np.where(topic == 0, 0.3, 1.0)
+    if n_models > 2:
+        quality[:, 2] = 0.0
+    return make_dataset(quality), emb.astype(np.float32), topic

@@ -19,9 +19,18 @@ import numpy as np
 import pytest
 from embedding_server import EmbeddingServer
 
-from crossroads.embeddings import DEFAULT_EMBEDDER, EMBEDDER_SPECS, Embedder, make_embedder
+from crossroads.embeddings import (
+    DEFAULT_EMBEDDER,
+    EMBEDDER_SPECS,
+    Embedder,
+    make_embedder,
+)
 from crossroads.embeddings.cache import CachedEmbedder, safe_name
-from crossroads.embeddings.onnx_minilm import MODEL_SHA256, TOKENIZER_SHA256, OnnxMiniLMEmbedder
+from crossroads.embeddings.onnx_minilm import (
+    MODEL_SHA256,
+    TOKENIZER_SHA256,
+    OnnxMiniLMEmbedder,
+)
 from crossroads.embeddings.openai_compatible import OpenAICompatibleEmbedder
 from crossroads.embeddings.sentence_transformer import SentenceTransformerEmbedder
 from crossroads.errors import CrossroadsError

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from synthetic import two_topic_dataset
 
 from crossroads.errors import CrossroadsError
 from crossroads.evaluate.harness import default_pair, evaluate
-from crossroads.evaluate.replay import RouterSpec, cross_validation_splits, kfold_indices
-from synthetic import two_topic_dataset
+from crossroads.evaluate.replay import (
+    RouterSpec,
+    cross_validation_splits,
+    kfold_indices,
+)
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,12 @@ import numpy as np
 import pytest
 
 from crossroads.data.importers import FORMATS, load_dataset, load_datasets, parse_spec
-from crossroads.data.pricing import estimate_tokens, price_for, read_price_file, size_based_price
+from crossroads.data.pricing import (
+    estimate_tokens,
+    price_for,
+    read_price_file,
+    size_based_price,
+)
 from crossroads.errors import CrossroadsError, DataFormatError
 from crossroads.paths import shared_data_dir
 

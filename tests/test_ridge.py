@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from synthetic import two_topic_dataset
 
 from crossroads.errors import CrossroadsError
 from crossroads.routers import make_router
-from crossroads.routers.text_features import SHAPE_FEATURES, STEP_WORDS, TfidfVocabulary, shape_features
-from synthetic import two_topic_dataset
+from crossroads.routers.text_features import (
+    SHAPE_FEATURES,
+    STEP_WORDS,
+    TfidfVocabulary,
+    shape_features,
+)
 
 
 def test_learns_from_words_when_embeddings_say_nothing():

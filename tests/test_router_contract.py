@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from synthetic import two_topic_dataset
 
 from crossroads.errors import CrossroadsError, UnknownModelError
 from crossroads.routers import ROUTER_NAMES, load_router, make_router
-from synthetic import two_topic_dataset
 
 LEARNERS = [name for name in ROUTER_NAMES if name != "random"]
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from synthetic import make_dataset, two_topics
 
-from crossroads.data.dataset import ModelInfo, RoutingDataset
 from crossroads.errors import CrossroadsError
 from crossroads.routers import load_router
 from crossroads.routers.comparisons import (
@@ -18,28 +18,6 @@ from crossroads.routers.comparisons import (
     win_tensor,
 )
 from crossroads.routers.sw_ranking import SWRankingRouter
-
-
-def make_dataset(quality: np.ndarray) -> RoutingDataset:
-    n, m = quality.shape
-    ids = [f"q{i}" for i in range(n)]
-    models = [ModelInfo(name) for name in "ABCDEFGH"[:m]]
-    return RoutingDataset(ids, ids, ["c"] * n, ["s"] * n, models, quality, np.ones((n, m)))
-
-
-def two_topics(n: int, n_models: int, seed: int = 0, dim: int = 16):
-    """Unit embeddings around two orthogonal centres X and Y; A wins on X, B on Y, C is always worst."""
-    rng = np.random.default_rng(seed)
-    topic = rng.permutation(np.arange(n) % 2)
-    centres = np.eye(dim)[:2]
-    emb = centres[topic] + 0.05 * rng.standard_normal((n, dim))
-    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
-    quality = rng.uniform(0.1, 0.9, (n, n_models))
-    quality[:, 0] = np.where(topic == 0, 1.0, 0.3)
-    quality[:, 1] = np.where(topic == 0, 0.3, 1.0)
-    if n_models > 2:
-        quality[:, 2] = 0.0
-    return make_dataset(quality), emb.astype(np.float32), topic
 
 
 # -- comparisons -----------------------------------------------------------------------

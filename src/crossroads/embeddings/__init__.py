@@ -23,10 +23,10 @@ from crossroads.embeddings.base import Embedder, normalise
 from crossroads.errors import CrossroadsError
 
 if TYPE_CHECKING:
-    from crossroads.embeddings.cache import CachedEmbedder
-    from crossroads.embeddings.onnx_minilm import OnnxMiniLMEmbedder
-    from crossroads.embeddings.openai_compatible import OpenAICompatibleEmbedder
-    from crossroads.embeddings.sentence_transformer import SentenceTransformerEmbedder
+    from crossroads.embeddings.cache import CachedEmbedder  # noqa: F401
+    from crossroads.embeddings.onnx_minilm import OnnxMiniLMEmbedder  # noqa: F401
+    from crossroads.embeddings.openai_compatible import OpenAICompatibleEmbedder  # noqa: F401
+    from crossroads.embeddings.sentence_transformer import SentenceTransformerEmbedder  # noqa: F401
 
 DEFAULT_EMBEDDER = "minilm-onnx"
 #: The spec forms ``make_embedder`` accepts, with what each gives.
@@ -56,15 +56,20 @@ def make_embedder(spec: str = DEFAULT_EMBEDDER, cache: bool = True) -> Embedder:
     """
     embedder: Embedder
     if spec == "minilm-onnx":
-        from crossroads.embeddings.onnx_minilm import OnnxMiniLMEmbedder
+        from crossroads.embeddings.onnx_minilm import OnnxMiniLMEmbedder  # noqa: F401
 
         embedder = OnnxMiniLMEmbedder()
     elif spec == "minilm-st":
-        from crossroads.embeddings.sentence_transformer import SentenceTransformerEmbedder
+        from crossroads.embeddings.sentence_transformer import (
+            SentenceTransformerEmbedder,
+        )
 
         embedder = SentenceTransformerEmbedder()
     elif spec.startswith("openai:"):
-        from crossroads.embeddings.openai_compatible import OPENAI_BASE_URL, OpenAICompatibleEmbedder
+        from crossroads.embeddings.openai_compatible import (
+            OPENAI_BASE_URL,
+            OpenAICompatibleEmbedder,
+        )
 
         model, _, base_url = spec.removeprefix("openai:").partition("@")
         if not model.strip():
@@ -74,7 +79,7 @@ def make_embedder(spec: str = DEFAULT_EMBEDDER, cache: bool = True) -> Embedder:
         choices = "; ".join(f"{form}: {what}" for form, what in EMBEDDER_SPECS.items())
         raise CrossroadsError(f"unknown embedder {spec!r}; choose one of: {choices}")
     if cache:
-        from crossroads.embeddings.cache import CachedEmbedder
+        from crossroads.embeddings.cache import CachedEmbedder  # noqa: F401
 
         return CachedEmbedder(embedder)
     return embedder

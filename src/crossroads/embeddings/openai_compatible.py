@@ -134,7 +134,7 @@ class OpenAICompatibleEmbedder(Embedder):
         key = os.environ.get(self.api_key_env)
         if key:
             headers["Authorization"] = f"Bearer {key}"
-        problem = ""
+        problem, wait_s = "", 0.0
         for attempt in range(self.max_retries + 1):
             if attempt:
                 time.sleep(wait_s)

@@ -7,7 +7,6 @@ from typing import Iterator
 
 import numpy as np
 
-from crossroads.data.dataset import RoutingDataset
 from crossroads.errors import CrossroadsError
 from crossroads.routers import make_router
 

@@ -41,7 +41,6 @@ from crossroads.routers.comparisons import (
 )
 from crossroads.routers.optim import Adam
 
-
 # OpenBLAS hands a product to every core once it exceeds 2**18 multiply-adds.  The
 # products of a training step are only a few times larger: threads save little on
 # idle cores and, measured on 2 busy cores, made them 100x slower.  Row blocks keep
@@ -194,7 +193,13 @@ class MatrixFactorizationRouter(Router):
 
     def _progress_bar(self, done: int):
         from rich.console import Console
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeRemainingColumn,
+        )
 
         progress = Progress(
             TextColumn("training mf router"), BarColumn(), MofNCompleteColumn(), TextColumn("epochs"),

@@ -13,7 +13,12 @@ from __future__ import annotations
 from pathlib import Path
 
 from crossroads.data.dataset import RoutingDataset
-from crossroads.data.importers.common import existing, price_overrides, scored_dataset, scored_questions
+from crossroads.data.importers.common import (
+    existing,
+    price_overrides,
+    scored_dataset,
+    scored_questions,
+)
 from crossroads.data.pricing import ASSUMED_OUTPUT_TOKENS
 from crossroads.errors import DataFormatError
 

@@ -17,7 +17,13 @@ from pathlib import Path
 import numpy as np
 
 from crossroads.data.dataset import RoutingDataset
-from crossroads.data.importers.common import estimated_cost_usd, model_info, price_overrides, require_keys, with_progress
+from crossroads.data.importers.common import (
+    estimated_cost_usd,
+    model_info,
+    price_overrides,
+    require_keys,
+    with_progress,
+)
 from crossroads.data.pricing import estimate_tokens, price_for
 from crossroads.errors import DataFormatError
 

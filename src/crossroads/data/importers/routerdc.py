@@ -13,7 +13,11 @@ import re
 from pathlib import Path
 
 from crossroads.data.dataset import RoutingDataset
-from crossroads.data.importers.common import price_overrides, scored_dataset, scored_questions
+from crossroads.data.importers.common import (
+    price_overrides,
+    scored_dataset,
+    scored_questions,
+)
 from crossroads.data.pricing import ASSUMED_OUTPUT_TOKENS, price_for, size_based_price
 from crossroads.errors import DataFormatError
 
