@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from crossroads.cli.common import add_data_options, embed, load_data
+from crossroads.cli.common import add_data_options, embed, load_data, step_progress
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -58,9 +58,9 @@ def run(args: argparse.Namespace) -> int:
         spec = RouterSpec.parse(args.router)
         embeddings, embedder_name = embed(dataset.prompts, args.embedder, not args.no_cache)
         splits = list(cross_validation_splits(dataset.n_queries, args.cv))
-        with Console(stderr=True).status("cross-validating") as status:
+        with step_progress("cross-validating", len(splits)) as on_step:
             _, win = cross_validated_predictions(spec, dataset, embeddings, splits, (strong, weak), embedder_name,
-                                                 on_step=lambda step: status.update(step))
+                                                 on_step=on_step)
         name = spec.name
     threshold = calibrate_threshold(win, args.strong_share)
     achieved = float(np.mean(route_strong_weak(win, threshold)))

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import argparse
+from contextlib import contextmanager
+
+from rich.console import Console
 
 from crossroads.paths import shared_data_dir
 
@@ -39,3 +42,20 @@ def embed(prompts: list[str], embedder_spec: str, cache: bool = True):
 
     embedder = make_embedder(embedder_spec, cache=cache)
     return embedder.embed(prompts, progress=True), embedder.name
+
+
+@contextmanager
+def step_progress(description: str, total: int):
+    """A progress bar on standard error; yields a callback that advances it by one named step."""
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+    )
+
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=Console(stderr=True), transient=False) as progress:
+        task = progress.add_task(description, total=total)
+        yield lambda step: progress.update(task, advance=1, description=f"{description}: {step}")

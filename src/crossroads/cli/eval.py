@@ -7,7 +7,7 @@ import json
 import math
 from pathlib import Path
 
-from crossroads.cli.common import add_data_options, embed, load_data
+from crossroads.cli.common import add_data_options, embed, load_data, step_progress
 
 DEFAULT_ROUTERS = ["sw_ranking", "mf", "knn", "mlp", "ridge", "ensemble"]
 #: Printed tables: (title, [(metric key, column heading, shown as a percentage)]).
@@ -54,7 +54,6 @@ def run(args: argparse.Namespace) -> int:
     from crossroads.evaluate.replay import RouterSpec
     from crossroads.routers import router_class
 
-    console = Console(stderr=True)
     specs = [RouterSpec.parse(text) for text in (args.router or DEFAULT_ROUTERS)]
     for spec in specs:
         router_class(spec.name)  # unknown names fail before any work
@@ -71,9 +70,10 @@ def run(args: argparse.Namespace) -> int:
         test = (test_data, embed(test_data.prompts, args.embedder, cache)[0])
     pair = default_pair(test[0] if test else train, args.strong, args.weak)
 
-    with console.status("evaluating") as status:
+    steps = len(specs) * (1 if test else args.cv)
+    with step_progress("fitting and predicting", steps) as on_step:
         evaluation = evaluate(specs, train, train_emb, folds=args.cv, test=test, pair=pair, seed=args.seed,
-                              embedder=embedder_name, on_step=lambda step: status.update(f"evaluating: {step}"))
+                              embedder=embedder_name, on_step=on_step)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "metrics.json").write_text(json.dumps(evaluation.to_json(), indent=1))
