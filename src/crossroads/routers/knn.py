@@ -34,12 +34,12 @@ class KNNRouter(Router):
         self.batch_size = batch_size
 
     def _fit(self, dataset: RoutingDataset, embeddings: np.ndarray) -> None:
-        self.embeddings_ = embeddings.astype(np.float16)
+        self.embeddings_ = embeddings.astype(np.float16).astype(np.float32)  # as saved, so a reload predicts the same
         self.quality_ = dataset.quality.astype(np.float32)
         self.prior_ = np.nan_to_num(np.nanmean(dataset.quality, axis=0), nan=0.5)
 
     def _predict(self, embeddings: np.ndarray, prompts=None) -> np.ndarray:
-        train = self.embeddings_.astype(np.float32)
+        train = self.embeddings_
         k = min(self.k, len(train))
         out = np.empty((len(embeddings), self.quality_.shape[1]))
         for start in range(0, len(embeddings), self.batch_size):
@@ -56,7 +56,8 @@ class KNNRouter(Router):
         return out
 
     def _state(self) -> dict[str, np.ndarray]:
-        return {"embeddings": self.embeddings_, "quality": self.quality_, "prior": self.prior_}
+        return {"embeddings": self.embeddings_.astype(np.float16), "quality": self.quality_, "prior": self.prior_}
 
     def _restore(self, arrays: dict[str, np.ndarray]) -> None:
-        self.embeddings_, self.quality_, self.prior_ = arrays["embeddings"], arrays["quality"], arrays["prior"]
+        self.embeddings_ = arrays["embeddings"].astype(np.float32)
+        self.quality_, self.prior_ = arrays["quality"], arrays["prior"]
