@@ -11,6 +11,8 @@ from __future__ import annotations
 import inspect
 import json
 from abc import ABC, abstractmethod
+from contextlib import nullcontext
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, ClassVar, Sequence
 
@@ -20,6 +22,24 @@ from crossroads.data.dataset import RoutingDataset
 from crossroads.errors import CrossroadsError, UnknownModelError
 
 FORMAT_VERSION = 1
+#: Batches up to this many queries run their matrix products on one BLAS thread: for a
+#: single prompt the extra threads buy nothing, and as they spin after each product they
+#: slow the embedding of the next prompt (measured in benchmarks/performance.py).
+SMALL_BATCH = 32
+
+
+@lru_cache(maxsize=1)
+def _blas_threads():
+    from threadpoolctl import ThreadpoolController
+
+    return ThreadpoolController()
+
+
+def _threads_for(n_queries: int):
+    """One BLAS thread for small batches (see SMALL_BATCH), the library's default otherwise."""
+    if n_queries > SMALL_BATCH:
+        return nullcontext()
+    return _blas_threads().limit(limits=1, user_api="blas")
 
 
 class Router(ABC):
@@ -60,7 +80,8 @@ class Router(ABC):
         self._check_fitted()
         embeddings = np.atleast_2d(np.asarray(embeddings, dtype=np.float32))
         self._check_prompts(embeddings, prompts)
-        return np.clip(self._predict(embeddings, prompts), 0.0, 1.0)
+        with _threads_for(len(embeddings)):
+            return np.clip(self._predict(embeddings, prompts), 0.0, 1.0)
 
     def win_probability(
         self, embeddings: np.ndarray, strong: str, weak: str, prompts: Sequence[str] | None = None
@@ -69,11 +90,12 @@ class Router(ABC):
         self._check_fitted()
         a, b = self.model_column(strong), self.model_column(weak)
         embeddings = np.atleast_2d(np.asarray(embeddings, dtype=np.float32))
-        logit = self._pair_logit(embeddings, a, b)
-        if logit is not None:
-            return 1.0 / (1.0 + np.exp(-logit))
-        self._check_prompts(embeddings, prompts)
-        quality = self._predict(embeddings, prompts)  # unclipped, so that clipping does not create ties
+        with _threads_for(len(embeddings)):
+            logit = self._pair_logit(embeddings, a, b)
+            if logit is not None:
+                return 1.0 / (1.0 + np.exp(-logit))
+            self._check_prompts(embeddings, prompts)
+            quality = self._predict(embeddings, prompts)  # unclipped, so that clipping does not create ties
         return np.clip(0.5 + 0.5 * (quality[:, a] - quality[:, b]), 0.0, 1.0)
 
     def model_column(self, name: str) -> int:
