@@ -31,4 +31,5 @@ class UnknownModelError(CrossroadsError):
     def __init__(self, name: str, known: list[str]):
         self.name = name
         self.known = list(known)
-        super().__init__(f"unknown model {name!r}; the pool has: {', '.join(self.known)}")
+        pool = ", ".join(self.known) if self.known else "no models yet (add one first)"
+        super().__init__(f"unknown model {name!r}; the pool has: {pool}")
