@@ -8,8 +8,6 @@ environment variable when a request is sent and is never stored, printed or logg
 from __future__ import annotations
 
 import json
-import os
-import time
 from typing import Any, Sequence
 
 import httpx
@@ -17,14 +15,13 @@ import numpy as np
 
 from crossroads.embeddings.base import Embedder, normalise
 from crossroads.errors import CrossroadsError
+from crossroads.http import post_json
 
 OPENAI_BASE_URL = "https://api.openai.com/v1"
 #: Below this many texts no progress bar is shown, even when asked for.
 PROGRESS_MIN_TEXTS = 256
 #: Vector sizes of OpenAI's models, so ``dimension`` needs no request for them.
 KNOWN_DIMENSIONS = {"text-embedding-3-small": 1536, "text-embedding-3-large": 3072, "text-embedding-ada-002": 1536}
-_RETRY_STATUSES = {408, 409, 429} | set(range(500, 600))
-_MAX_RETRY_AFTER_S = 60.0
 
 
 class OpenAICompatibleEmbedder(Embedder):
@@ -130,40 +127,8 @@ class OpenAICompatibleEmbedder(Embedder):
     def _post(self, payload: dict[str, Any]) -> httpx.Response:
         if self._client is None:
             self._client = httpx.Client(timeout=self.timeout_s, transport=self.transport)
-        headers = {}
-        key = os.environ.get(self.api_key_env)
-        if key:
-            headers["Authorization"] = f"Bearer {key}"
-        problem, wait_s = "", 0.0
-        for attempt in range(self.max_retries + 1):
-            if attempt:
-                time.sleep(wait_s)
-            wait_s = self.backoff_s * 2**attempt
-            try:
-                response = self._client.post(self._url, json=payload, headers=headers)
-            except httpx.TimeoutException as error:
-                problem = f"no answer within {self.timeout_s:g} s ({type(error).__name__})"
-                continue
-            except httpx.TransportError as error:
-                problem = f"could not connect: {error}"
-                continue
-            if response.status_code == 200:
-                return response
-            problem = f"status {response.status_code}: {_server_message(response)}"
-            if response.status_code in (401, 403):
-                hint = (
-                    f"check the key in ${self.api_key_env}"
-                    if key
-                    else f"${self.api_key_env} is not set; put the API key there (or pass api_key_env=...)"
-                )
-                raise CrossroadsError(f"{self._url} refused the request ({problem}): {hint}")
-            if response.status_code not in _RETRY_STATUSES:
-                raise CrossroadsError(f"{self._url} rejected the request for model {self.model!r} ({problem})")
-            wait_s = max(wait_s, _retry_after_s(response))
-        raise CrossroadsError(
-            f"{self._url} failed {self.max_retries + 1} times for model {self.model!r}; last error: {problem}. "
-            "Check that the server is up, or raise max_retries / timeout_s"
-        )
+        return post_json(self._client, self._url, payload, model=self.model, api_key_env=self.api_key_env,
+                         max_retries=self.max_retries, backoff_s=self.backoff_s, timeout_s=self.timeout_s)
 
     def _parse(self, response: httpx.Response, expected: int) -> np.ndarray:
         try:
@@ -192,22 +157,3 @@ class OpenAICompatibleEmbedder(Embedder):
         if not np.isfinite(vectors).all():
             raise CrossroadsError(f"{self._url} returned vectors holding NaN or infinity")
         return vectors
-
-
-def _server_message(response: httpx.Response) -> str:
-    """The ``error.message`` of an OpenAI-style error body, else the start of the body."""
-    try:
-        body = response.json()
-        message = body["error"]["message"] if isinstance(body.get("error"), dict) else body.get("error")
-        if message:
-            return str(message)
-    except (ValueError, AttributeError, KeyError, TypeError):
-        pass
-    return response.text[:300] or response.reason_phrase
-
-
-def _retry_after_s(response: httpx.Response) -> float:
-    try:
-        return min(float(response.headers.get("retry-after", 0)), _MAX_RETRY_AFTER_S)
-    except ValueError:  # an HTTP date: not worth parsing
-        return 0.0

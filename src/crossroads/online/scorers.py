@@ -27,10 +27,8 @@ import ast
 import inspect
 import json
 import math
-import os
 import re
 import string
-import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
@@ -368,8 +366,6 @@ on a scale of 1 to 10 in exactly this format: "Rating: [[5]]".
 {response}"""
 
 _TEMPLATE_FIELDS = {"question", "response", "reference"}
-_RETRY_STATUSES = {408, 409, 429} | set(range(500, 600))
-_MAX_RETRY_AFTER_S = 30.0
 _RATING = (
     re.compile(r"\[\[\s*(\d+(?:\.\d+)?)\s*\]\]"),  # MT-Bench: "Rating: [[7]]"
     re.compile(r"rating\s*(?:is|of)?\s*[:=]?\s*\[?\s*(\d+(?:\.\d+)?)", re.IGNORECASE),
@@ -503,38 +499,13 @@ class LLMJudge(Scorer):
     def _post(self, payload: dict[str, Any]) -> httpx.Response:
         import httpx
 
+        from crossroads.http import post_json
+
         if self._client is None:
             self._client = httpx.Client(timeout=self.timeout_s, transport=self.transport)
-        headers = {}
-        key = os.environ.get(self.api_key_env) if self.api_key_env else None
-        if key:
-            headers["Authorization"] = f"Bearer {key}"
-        problem, wait_s = "", 0.0
-        for attempt in range(self.max_retries + 1):
-            if attempt:
-                time.sleep(wait_s)
-            wait_s = self.backoff_s * 2**attempt
-            try:
-                response = self._client.post(self._url, json=payload, headers=headers)
-            except httpx.TimeoutException as error:
-                problem = f"no answer within {self.timeout_s:g} s ({type(error).__name__})"
-                continue
-            except httpx.TransportError as error:
-                problem = f"could not connect: {error}"
-                continue
-            if response.status_code == 200:
-                return response
-            problem = f"status {response.status_code}: {_server_message(response)}"
-            if response.status_code in (401, 403):
-                hint = f"check the key in ${self.api_key_env}" if key else f"${self.api_key_env} is not set"
-                raise CrossroadsError(f"judge {self._url} refused the request ({problem}): {hint}")
-            if response.status_code not in _RETRY_STATUSES:
-                raise CrossroadsError(f"judge {self._url} rejected the request for model {self.model!r} ({problem})")
-            wait_s = max(wait_s, _retry_after_s(response))
-        raise CrossroadsError(
-            f"judge {self._url} failed {self.max_retries + 1} times for model {self.model!r}; last error: {problem}. "
-            "Check that the server is up, or raise max_retries / timeout_s"
-        )
+        return post_json(self._client, self._url, payload, model=self.model, api_key_env=self.api_key_env,
+                         max_retries=self.max_retries, backoff_s=self.backoff_s, timeout_s=self.timeout_s,
+                         label="judge ")
 
     def _answer(self, response: httpx.Response) -> str:
         try:
@@ -561,25 +532,6 @@ def _check_template(template: str) -> None:
         )
     if "response" not in fields:
         raise CrossroadsError("judge template has no {response} placeholder: the judge would not see the answer")
-
-
-def _server_message(response: httpx.Response) -> str:
-    """The ``error.message`` of an OpenAI-style error body, else the start of the body."""
-    try:
-        body = response.json()
-        message = body["error"]["message"] if isinstance(body.get("error"), dict) else body.get("error")
-        if message:
-            return str(message)[:300]
-    except (ValueError, AttributeError, KeyError, TypeError):
-        pass
-    return response.text[:300] or response.reason_phrase
-
-
-def _retry_after_s(response: httpx.Response) -> float:
-    try:
-        return min(float(response.headers.get("retry-after", 0)), _MAX_RETRY_AFTER_S)
-    except ValueError:  # an HTTP date: not worth parsing
-        return 0.0
 
 
 # -- penalties -------------------------------------------------------------------------

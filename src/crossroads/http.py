@@ -1,0 +1,87 @@
+"""POST to an OpenAI-compatible endpoint with timeouts, retries and errors that never show the key."""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+import httpx
+
+from crossroads.errors import CrossroadsError
+
+RETRY_STATUSES = {408, 409, 429} | set(range(500, 600))
+MAX_RETRY_AFTER_S = 60.0
+
+
+def post_json(
+    client: httpx.Client,
+    url: str,
+    payload: dict[str, Any],
+    *,
+    model: str,
+    api_key_env: str | None,
+    max_retries: int,
+    backoff_s: float,
+    timeout_s: float,
+    label: str = "",
+) -> httpx.Response:
+    """The 200 response to ``payload``, retrying 408/409/429/5xx and network errors.
+
+    Waits ``backoff_s`` x 2^attempt between tries, or the server's ``Retry-After``
+    (capped at a minute).  The key is read from ``$api_key_env`` for each call and sent
+    as a bearer token; it appears in no error.  ``label`` prefixes the error messages.
+    """
+    headers = {}
+    key = os.environ.get(api_key_env) if api_key_env else None
+    if key:
+        headers["Authorization"] = f"Bearer {key}"
+    problem, wait_s = "", 0.0
+    for attempt in range(max_retries + 1):
+        if attempt:
+            time.sleep(wait_s)
+        wait_s = backoff_s * 2**attempt
+        try:
+            response = client.post(url, json=payload, headers=headers)
+        except httpx.TimeoutException as error:
+            problem = f"no answer within {timeout_s:g} s ({type(error).__name__})"
+            continue
+        except httpx.TransportError as error:
+            problem = f"could not connect: {error}"
+            continue
+        if response.status_code == 200:
+            return response
+        problem = f"status {response.status_code}: {server_message(response)}"
+        if response.status_code in (401, 403):
+            hint = (
+                f"check the key in ${api_key_env}"
+                if key
+                else f"${api_key_env} is not set; put the API key there (or pass api_key_env=...)"
+            )
+            raise CrossroadsError(f"{label}{url} refused the request ({problem}): {hint}")
+        if response.status_code not in RETRY_STATUSES:
+            raise CrossroadsError(f"{label}{url} rejected the request for model {model!r} ({problem})")
+        wait_s = max(wait_s, retry_after_s(response))
+    raise CrossroadsError(
+        f"{label}{url} failed {max_retries + 1} times for model {model!r}; last error: {problem}. "
+        "Check that the server is up, or raise max_retries / timeout_s"
+    )
+
+
+def server_message(response: httpx.Response) -> str:
+    """The ``error.message`` of an OpenAI-style error body, else the start of the body."""
+    try:
+        body = response.json()
+        message = body["error"]["message"] if isinstance(body.get("error"), dict) else body.get("error")
+        if message:
+            return str(message)
+    except (ValueError, AttributeError, KeyError, TypeError):
+        pass
+    return response.text[:300] or response.reason_phrase
+
+
+def retry_after_s(response: httpx.Response) -> float:
+    try:
+        return min(float(response.headers.get("retry-after", 0)), MAX_RETRY_AFTER_S)
+    except ValueError:  # an HTTP date: not worth parsing
+        return 0.0
