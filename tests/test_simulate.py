@@ -229,6 +229,7 @@ def test_cli_writes_metrics(tmp_path, capsys):
     assert set(metrics["entries"]) >= {"ucb", "automaton:learning_rate=0.5", "oracle", "best_fixed"}
     assert metrics["entries"]["oracle"]["metrics"]["mean_reward"] == pytest.approx(7 / 9)  # every query once
     assert metrics["setup"]["queries"] == 3 and not metrics["setup"]["with_replacement"]
+    assert (out / "rewards.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     printed = capsys.readouterr().out
     assert "best_fixed" in printed and "oracle" in printed
     with pytest.raises(CrossroadsError, match="objective"):

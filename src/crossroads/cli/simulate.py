@@ -29,7 +29,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Shuffle the dataset's queries into a stream; at each request every learner picks a model, "
         "earns the objective's reward of that model's recorded outcome and learns from it. Baselines: random "
         "(expected), best fixed model in hindsight, most expensive model and the per-query oracle. Metrics are "
-        "averaged over --seeds streams. Writes OUT/metrics.json.",
+        "averaged over --seeds streams. Writes OUT/metrics.json and OUT/rewards.png (cumulative reward and regret).",
     )
     add_data_options(parser)
     parser.add_argument("--learner", "-l", action="append", metavar="NAME[:k=v,...]",
@@ -67,8 +67,11 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "metrics.json").write_text(json.dumps(result.to_json(), indent=1))
+    from crossroads.evaluate.simulation_plots import plot_rewards
+
+    plot_rewards(result, out / "rewards.png")
     print_table(result)
-    Console().print(f"wrote {out / 'metrics.json'}")
+    Console().print(f"wrote {out / 'metrics.json'} and {out / 'rewards.png'}")
     return 0
 
 
