@@ -15,7 +15,15 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _shared import RESULTS_DIR, Table, cell, machine, missing_data, skip_message, write_results
+from _shared import (
+    RESULTS_DIR,
+    Table,
+    cell,
+    machine,
+    missing_data,
+    skip_message,
+    write_results,
+)
 
 from crossroads.paths import shared_data_dir
 
