@@ -6,8 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from crossroads.errors import CrossroadsError
-from crossroads.online.base import Learner, _check_fraction
+from crossroads.online.base import Learner, _check_bool, _check_fraction
 
 
 class LearningAutomaton(Learner):
@@ -45,8 +44,7 @@ class LearningAutomaton(Learner):
     ):
         _check_fraction(learning_rate, "learning_rate", low_open=True)
         _check_fraction(threshold, "threshold", low_open=True)
-        if not isinstance(sticky, bool):
-            raise CrossroadsError(f"sticky must be True or False, got {sticky!r}")
+        _check_bool(sticky, "sticky")
         self.learning_rate = learning_rate
         self.threshold = threshold
         self.sticky = sticky

@@ -382,6 +382,11 @@ def _check_fraction(value: float, name: str, low_open: bool = False) -> None:
         raise CrossroadsError(f"{name} must be a number in {interval}, got {value!r}")
 
 
+def _check_bool(value: object, name: str) -> None:
+    if not isinstance(value, bool):
+        raise CrossroadsError(f"{name} must be True or False, got {value!r}")
+
+
 def _check_positive(value: float, name: str, allow_zero: bool = False) -> None:
     ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
     if not ok or value < 0 or (value == 0 and not allow_zero):

@@ -11,6 +11,7 @@ import numpy as np
 from crossroads.errors import CrossroadsError
 from crossroads.online.base import (
     Learner,
+    _check_bool,
     _check_fraction,
     _check_positive,
     argmax_ties,
@@ -72,8 +73,7 @@ class LinUCB(Learner):
         _check_positive(exploration, "exploration", allow_zero=True)
         _check_positive(ridge, "ridge")
         _check_fraction(discount, "discount", low_open=True)
-        if not isinstance(fit_intercept, bool):
-            raise CrossroadsError(f"fit_intercept must be True or False, got {fit_intercept!r}")
+        _check_bool(fit_intercept, "fit_intercept")
         self.exploration = exploration
         self.ridge = ridge
         self.fit_intercept = fit_intercept

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from crossroads.errors import CrossroadsError
-from crossroads.online.base import Learner, _check_fraction
+from crossroads.online.base import Learner, _check_bool, _check_fraction
 
 
 class QLearning(Learner):
@@ -60,8 +60,7 @@ class QLearning(Learner):
             raise CrossroadsError(f"initial_q must be a finite number, got {initial_q!r}")
         if not isinstance(patience, int) or isinstance(patience, bool) or patience < 1:
             raise CrossroadsError(f"patience must be a positive number of selections, got {patience!r}")
-        if not isinstance(sticky, bool):
-            raise CrossroadsError(f"sticky must be True or False, got {sticky!r}")
+        _check_bool(sticky, "sticky")
         self.step_size = step_size
         self.epsilon = epsilon
         self.epsilon_decay = epsilon_decay
