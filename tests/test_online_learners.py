@@ -244,6 +244,14 @@ def test_qlearning_epsilon_greedy_probabilities_and_convergence():
         expected = 1 - 0.3 + 0.3 / 3 if decision.model == "c" else 0.3 / 3
         assert decision.converged or decision.probability == pytest.approx(expected)
     assert learner.converged_model == "c" and learner.converged_step is not None
+    exploring = make_learner("qlearning", epsilon=1.0, patience=3, seed=0)  # every choice is random
+    for model in ("a", "b", "c"):
+        exploring.add_model(model)
+    for model, reward in (("a", 0.2), ("b", 0.9), ("c", 0.4)):
+        exploring.update(model, reward)  # b leads from now on
+    picks = [exploring.select(["a", "b", "c"]).model for _ in range(3)]
+    assert picks != ["b"] * 3  # exploration drew other models ...
+    assert exploring.converged_model == "b" and exploring.converged_step == 3  # ... and b still led 3 times
     decaying = make_learner("qlearning", epsilon=0.5, epsilon_decay=0.9, epsilon_min=0.05)
     decaying.steps_ = 10
     assert decaying.current_epsilon() == pytest.approx(max(0.05, 0.5 * 0.9**10))

@@ -17,7 +17,7 @@ from crossroads.evaluate.latency import (
     default_profile,
     latency_matrix,
 )
-from crossroads.evaluate.simulate import Drift, LearnerSpec, simulate
+from crossroads.evaluate.simulate import Drift, LearnerSpec, replay_rewards, simulate
 from crossroads.online.base import Learner
 
 OBJECTIVE = "quality=1,cost=0.5"
@@ -245,3 +245,21 @@ def test_docstring_examples(module):
 
     result = doctest.testmod(importlib.import_module(module))
     assert result.attempted > 0 and result.failed == 0
+
+
+def test_replay_rewards_are_the_rewards_the_simulator_pays():
+    rewards = replay_rewards(tiny(), OBJECTIVE)
+    np.testing.assert_allclose(rewards, np.column_stack([REWARD_A, REWARD_B]))
+    data = tiny()
+    data.quality[1, 0] = np.nan
+    assert np.isnan(replay_rewards(data, OBJECTIVE)[1, 0])
+
+
+def test_most_expensive_among_equal_prices_is_the_best_of_them():
+    data = tiny()
+    data.cost_usd[:] = 0.003  # A and B priced alike; B has the higher quality
+    result = simulate(data, [always_first], "quality=1", seeds=1)
+    assert result["most_expensive"].metrics["mean_quality"] == pytest.approx(1.0)
+    data.quality[:, 1] = 0.0  # now A is the better of the two
+    result = simulate(data, [always_first], "quality=1", seeds=1)
+    assert result["most_expensive"].metrics["mean_quality"] == pytest.approx(1.25 / 3)

@@ -18,7 +18,8 @@ recorded for that query, receives the objective's reward of that recorded outcom
 * Baselines on the same stream: ``random`` (the *expected* outcome of a uniform choice
   among the available models: exact, no sampling noise), ``best_fixed`` (the model with
   the best mean reward over the steps where it is available, in hindsight),
-  ``most_expensive`` (the model with the highest mean cost on the stream) and ``oracle``
+  ``most_expensive`` (the model with the highest mean cost on the stream; among models
+  priced alike, the one with the best mean quality) and ``oracle``
   (the best reward of each step).  At a step where its model has no outcome, a fixed
   baseline gets the random baseline's expected outcome.
 * Drift (:class:`Drift`) changes one model's outcomes from a step on; ``add_at`` and
@@ -250,19 +251,10 @@ def simulate(
             raise UnknownModelError(change.model, names)
     add_at, remove_at = _steps(add_at, names, "add_at"), _steps(remove_at, names, "remove_at")
 
-    latency = latency_matrix(dataset, latency_profiles)
-    recorded = ~np.isnan(dataset.quality) & ~np.isnan(dataset.cost_usd)
-    keep = recorded.any(axis=1)
-    if not keep.any():
-        raise CrossroadsError("no query has a recorded outcome (quality and cost) for any model of the pool")
-    scale = PoolScale.from_models(
-        dict(zip(names, _column_means(np.where(recorded, dataset.cost_usd, np.nan)))),
-        dict(zip(names, _column_means(np.where(recorded, latency, np.nan)))),
-    )
     if isinstance(objective, str):
         objective = parse_objective(objective)
-    reward_fn = make_reward(objective, scale)
-    rows_kept = np.flatnonzero(keep)
+    latency, reward_fn = _pool_reward(dataset, objective, latency_profiles)
+    rows_kept = np.flatnonzero((~np.isnan(dataset.quality) & ~np.isnan(dataset.cost_usd)).any(axis=1))
     n_steps = len(rows_kept) if queries is None else queries
     if isinstance(n_steps, bool) or not isinstance(n_steps, (int, np.integer)) or n_steps < 1:
         raise CrossroadsError(f"queries must be an integer >= 1, got {queries!r}")
@@ -324,6 +316,39 @@ def simulate(
         else "estimated" if dataset.latency_s is None or np.isnan(dataset.latency_s).all() else "recorded, else estimated",
     }
     return SimulationResult(entries, setup, first_rows, [dataset.query_ids[i] for i in first_rows])
+
+
+def replay_rewards(
+    dataset: RoutingDataset,
+    objective: Objective | str | Reward,
+    latency_profiles: Mapping[str, LatencyProfile] | None = None,
+) -> np.ndarray:
+    """The reward every model earns on every query, ``(n_queries, n_models)``, as the simulator scores it.
+
+    NaN where an outcome is missing.  Off-policy estimates are checked against values
+    computed from this matrix (the true replayed value of a policy).
+    """
+    if isinstance(objective, str):
+        objective = parse_objective(objective)
+    latency, reward_fn = _pool_reward(dataset, objective, latency_profiles)
+    recorded = ~np.isnan(dataset.quality) & ~np.isnan(dataset.cost_usd)
+    rewards = np.full(dataset.quality.shape, np.nan)
+    rewards[recorded] = reward_fn(dataset.quality[recorded], dataset.cost_usd[recorded], latency[recorded])
+    return rewards
+
+
+def _pool_reward(dataset, objective, latency_profiles) -> tuple[np.ndarray, Reward]:
+    """(latency matrix, reward function) with cost and latency scaled over the pool's mean per model."""
+    latency = latency_matrix(dataset, latency_profiles)
+    recorded = ~np.isnan(dataset.quality) & ~np.isnan(dataset.cost_usd)
+    if not recorded.any():
+        raise CrossroadsError("no query has a recorded outcome (quality and cost) for any model of the pool")
+    names = dataset.model_names
+    scale = PoolScale.from_models(
+        dict(zip(names, _column_means(np.where(recorded, dataset.cost_usd, np.nan)))),
+        dict(zip(names, _column_means(np.where(recorded, latency, np.nan)))),
+    )
+    return latency, make_reward(objective, scale)
 
 
 # -- the stream ------------------------------------------------------------------------
@@ -432,12 +457,19 @@ def _baselines(stream: _Stream) -> dict[str, _Run]:
         return run
 
     best = int(np.nanargmax(_column_means(stream.reward)))
-    dearest = int(np.nanargmax(_column_means(np.where(avail, stream.cost_usd, np.nan))))
+    dearest = _dearest(_column_means(np.where(avail, stream.cost_usd, np.nan)), _column_means(stream.quality))
     top = np.argmax(np.where(avail, stream.reward, -np.inf), axis=1)
     steps = np.arange(len(top))
     oracle = _Run(stream.reward[steps, top], stream.quality[steps, top], stream.cost_usd[steps, top],
                   stream.latency_s[steps, top], top)
     return {"random": random, "best_fixed": fixed(best), "most_expensive": fixed(dearest), "oracle": oracle}
+
+
+def _dearest(mean_cost: np.ndarray, mean_quality: np.ndarray) -> int:
+    """The model with the highest mean cost; among models priced alike, the best one."""
+    top = np.nanmax(mean_cost)
+    tied = np.flatnonzero(mean_cost >= top * (1.0 - 1e-9))
+    return int(tied[np.nanargmax(mean_quality[tied])]) if len(tied) > 1 else int(tied[0])
 
 
 def _metrics(run: _Run, reference: dict[str, _Run]) -> dict[str, float]:

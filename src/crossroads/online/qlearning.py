@@ -27,8 +27,9 @@ class QLearning(Learner):
     default 1.0 is optimistic for rewards in [0, 1], so every model gets tried early.
     Rewards may be any finite number (PickLLM's weighted reward can be negative).
 
-    The session has converged once the same model, greedy at the time, was chosen for
-    ``patience`` consecutive selections; with ``sticky`` it then gets every request.
+    The session has converged once the same model has been the greedy one (the only
+    model with the highest ``Q``) at ``patience`` consecutive selections, whatever the
+    exploration drew meanwhile; with ``sticky`` it then gets every request.
 
     >>> learner = QLearning(epsilon=0.1, seed=0)
     >>> learner.update(learner.select(["small", "large"]), reward=0.0)
@@ -89,16 +90,12 @@ class QLearning(Learner):
             chosen = int(rng.integers(k))
         else:
             chosen = greedy[int(rng.integers(len(greedy)))] if len(greedy) > 1 else greedy[0]
-        is_greedy = chosen in greedy
-        probability = eps / k + ((1.0 - eps) / len(greedy) if is_greedy else 0.0)
-        model = candidates[chosen]
+        probability = eps / k + ((1.0 - eps) / len(greedy) if chosen in greedy else 0.0)
         stats = self.stats_
-        if is_greedy:
-            stats["streak"] = stats["streak"] + 1 if stats["last"] == model else 1
-        else:
-            stats["streak"] = 0
-        stats["last"] = model
-        return model, probability, dict(zip(candidates, q))
+        leader = candidates[greedy[0]] if len(greedy) == 1 else None  # no leader while values tie
+        stats["streak"] = stats["streak"] + 1 if leader is not None and stats["last"] == leader else int(leader is not None)
+        stats["last"] = leader
+        return candidates[chosen], probability, dict(zip(candidates, q))
 
     def _update(self, model: str, reward: float, context: np.ndarray | None) -> None:
         arm = self.arms_[model]
