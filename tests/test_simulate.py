@@ -121,6 +121,8 @@ def test_drift_changes_outcomes_from_its_step_on():
     expected = [REWARD_A[rows[0]], *(max(q - 0.5, 0.0) / 1.5 for q in quality_a[1:])]
     np.testing.assert_allclose(result["always_first"].reward_trace, expected, atol=1e-12)
     assert result["always_first"].metrics["total_cost_usd"] == pytest.approx(0.001 + 2 * 0.003)
+    np.testing.assert_allclose(result.rewards[:, 0], expected, atol=1e-12)  # the stream's drifted rewards
+    np.testing.assert_allclose(result.rewards[:, 1], REWARD_B[rows], atol=1e-12)
 
 
 def test_models_join_and_leave_mid_stream():
@@ -128,6 +130,7 @@ def test_models_join_and_leave_mid_stream():
     assert added["always_first"].model_trace.tolist() == [1, 1, 0]
     removed = simulate(tiny(), [always_first], OBJECTIVE, remove_at={"A": 1})
     assert removed["always_first"].model_trace.tolist() == [0, 1, 1]
+    assert np.isnan(removed.rewards[1:, 0]).all() and not np.isnan(removed.rewards[:, 1]).any()
     assert removed["oracle"].model_trace.tolist()[1:] == [1, 1]
     # a sticky automaton converged to a removed model learns again among the rest
     data = RoutingDataset([f"q{i}" for i in range(40)], ["p"] * 40, ["c"] * 40, ["s"] * 40,
@@ -236,6 +239,37 @@ def test_cli_writes_metrics(tmp_path, capsys):
         _cli(["simulate", "--dataset", f"crossroads:{path}", "--objective", "speed=1", "--out", str(out)])
     with pytest.raises(UnknownModelError):
         _cli(["simulate", "--dataset", f"crossroads:{path}", "--models", "A,Z", "--out", str(out)])
+    assert (out / "convergence.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"  # the automaton was simulated
+
+
+def test_cli_drift_pool_changes_latency_profiles_and_pickllm_reward(tmp_path):
+    from crossroads.data.jsonl import write_jsonl
+
+    path = write_jsonl(tiny(latency=False), tmp_path / "tiny.jsonl")
+    profiles = tmp_path / "latency.json"
+    profiles.write_text(json.dumps({"A": {"ttft_s": 1.0, "tokens_per_s": 1e9}, "B": {"ttft_s": 10.0, "tokens_per_s": 1e9}}))
+    out = tmp_path / "run"
+    base = ["simulate", "--dataset", f"crossroads:{path}", "--learner", "qlearning", "--seeds", "1", "--out", str(out)]
+    assert _cli([*base, "--objective", "quality=1,latency=1", "--reward", "pickllm", "--latency-profiles", str(profiles),
+                 "--drift", "B@1:quality_delta=-1", "--remove", "A@2"]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    setup, oracle = metrics["setup"], metrics["entries"]["oracle"]
+    assert setup["drift"] == [{"at_step": 1, "model": "B", "quality_delta": -1.0, "cost_factor": 1.0, "latency_factor": 1.0}]
+    assert setup["remove_at"] == {"A": 2} and "PickLLMReward" in setup["objective"]
+    # PickLLM reward = quality - log10(latency): A earns q - 0 (1 s), B earns q - 1 (10 s)
+    step_rows = [int(q[1:]) for q in metrics["trace_query_ids"]]
+    quality_a, quality_b = [1.0, 0.0, 0.25], [1.0, 1.0, 1.0]
+    expected = [max(quality_a[step_rows[0]], quality_b[step_rows[0]] - 1), quality_a[step_rows[1]], quality_b[step_rows[2]] - 1 - 1]
+    assert oracle["trace"]["reward"] == pytest.approx(expected)
+    for bad, message in ((["--drift", "B@x:quality_delta=1"], "MODEL@STEP"), (["--drift", "B@1:speed=2"], "quality_delta"),
+                         (["--drift", "B@1"], "changes nothing"), (["--add", "B"], "MODEL@STEP"),
+                         (["--latency-profiles", str(tmp_path / "none.json")], "cannot read"),
+                         (["--learning-rates", "fast"], "learning-rates")):
+        with pytest.raises(CrossroadsError, match=message):
+            _cli([*base, *bad])
+    profiles.write_text('{"A": {"ttft_s": 1}}')
+    with pytest.raises(CrossroadsError, match="ttft_s and tokens_per_s"):
+        _cli([*base, "--latency-profiles", str(profiles)])
 
 
 @pytest.mark.parametrize("module", ["crossroads.evaluate.simulate", "crossroads.evaluate.latency"])

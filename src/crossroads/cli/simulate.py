@@ -8,6 +8,10 @@ import math
 from pathlib import Path
 
 from crossroads.cli.common import add_data_options, embed, load_data
+from crossroads.errors import CrossroadsError
+
+#: The outcome changes a --drift may name (the fields of crossroads.evaluate.simulate.Drift).
+DRIFT_FIELDS = ("quality_delta", "cost_factor", "latency_factor")
 
 DEFAULT_LEARNERS = ["automaton", "qlearning", "ucb", "thompson"]
 #: Printed columns: (metric key, heading, shown as a percentage).
@@ -44,6 +48,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--seed", type=int, default=0, help="first seed (default 0)")
     parser.add_argument("--sessions", choices=["category", "none"], default="category",
                         help="one learner per query category (default, like PickLLM's sessions) or one for all")
+    parser.add_argument("--reward", choices=["linear", "pickllm"], default="linear",
+                        help="linear: weights over quality and pool-scaled cost and latency, in [0, 1] (default); "
+                        "pickllm: PickLLM's w_a*quality - w_c*cost_usd - w_l*t_scaling*log10(latency_s)")
+    parser.add_argument("--t-scaling", type=float, default=1.0, help="PickLLM reward's latency scaling (default 1)")
+    parser.add_argument("--drift", action="append", metavar="MODEL@STEP:k=v,...",
+                        help="from STEP on, change MODEL's outcomes: quality_delta=-0.3, cost_factor=2, "
+                        "latency_factor=1.5 (repeatable)")
+    parser.add_argument("--add", action="append", metavar="MODEL@STEP", help="MODEL joins the pool at STEP (repeatable)")
+    parser.add_argument("--remove", action="append", metavar="MODEL@STEP", help="MODEL leaves the pool at STEP (repeatable)")
+    parser.add_argument("--latency-profiles", metavar="FILE.json",
+                        help='per-model latency model where the data has none: {"model": {"ttft_s": 0.4, '
+                        '"tokens_per_s": 70}, ...}; models left out get the price-tier default')
+    parser.add_argument("--learning-rates", default="0.05,0.1,0.3", metavar="R1,R2,...",
+                        help="learning rates of the convergence plot, drawn for the first automaton or qlearning "
+                        "learner (default 0.05,0.1,0.3)")
     parser.add_argument("--out", default="crossroads-simulate", metavar="DIR",
                         help="output directory (default ./crossroads-simulate)")
     parser.set_defaults(func=run)
@@ -54,25 +73,100 @@ def run(args: argparse.Namespace) -> int:
 
     from crossroads.evaluate.simulate import LearnerSpec, simulate
     from crossroads.online import learner_class
-    from crossroads.online.objective import parse_objective
+    from crossroads.online.objective import make_reward, parse_objective
 
+    # everything the user typed is checked before any loading
     specs = [LearnerSpec.parse(text) for text in (args.learner or DEFAULT_LEARNERS)]
-    objective = parse_objective(args.objective)  # a bad objective fails before any loading
+    objective = parse_objective(args.objective)
+    reward = objective if args.reward == "linear" else make_reward(objective, form="pickllm", t_scaling=args.t_scaling)
+    drifts = [_drift(text) for text in args.drift or []]
+    add_at, remove_at = _model_steps(args.add, "--add"), _model_steps(args.remove, "--remove")
+    profiles = _latency_profiles(args.latency_profiles) if args.latency_profiles else None
+    rates = _rates(args.learning_rates)
     dataset = load_data(args.dataset, args.models)
     embeddings = None
     if any(learner_class(spec.name).contextual for spec in specs):
         embeddings, _ = embed(dataset.prompts, args.embedder, not args.no_cache)
-    result = simulate(dataset, specs, objective, queries=args.queries, seeds=args.seeds, seed=args.seed,
-                      sessions=args.sessions, embeddings=embeddings)
+    result = simulate(dataset, specs, reward, queries=args.queries, seeds=args.seeds, seed=args.seed,
+                      sessions=args.sessions, embeddings=embeddings, drift=drifts, add_at=add_at,
+                      remove_at=remove_at, latency_profiles=profiles)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "metrics.json").write_text(json.dumps(result.to_json(), indent=1))
-    from crossroads.evaluate.simulation_plots import plot_rewards
+    from crossroads.evaluate.simulation_plots import LEARNING_RATE_PARAM, plot_convergence, plot_rewards
 
-    plot_rewards(result, out / "rewards.png")
+    written = [out / "metrics.json", plot_rewards(result, out / "rewards.png").path]
+    rated = [spec for spec in specs if spec.name in LEARNING_RATE_PARAM]
+    if rated:  # PickLLM's figure: each model's selection probability, one panel per learning rate
+        params = {k: v for k, v in rated[0].params.items() if k != LEARNING_RATE_PARAM[rated[0].name]}
+        written.append(plot_convergence(dataset, rated[0].name, rates, out / "convergence.png", objective=reward,
+                                        queries=args.queries, seed=args.seed, latency_profiles=profiles,
+                                        **params).path)
     print_table(result)
-    Console().print(f"wrote {out / 'metrics.json'} and {out / 'rewards.png'}")
+    Console().print("wrote " + ", ".join(str(path) for path in written))
     return 0
+
+
+def _drift(text: str):
+    """A Drift from ``MODEL@STEP:quality_delta=-0.3,cost_factor=2``."""
+    from crossroads.evaluate.simulate import Drift
+
+    model, sep, rest = text.rpartition("@")
+    step, _, options = rest.partition(":")
+    model, step = _model_step(f"{model}{sep}{step}", "--drift")
+    changes = {}
+    for part in filter(None, (p.strip() for p in options.split(","))):
+        key, sep, value = part.partition("=")
+        if not sep or key.strip() not in DRIFT_FIELDS:
+            raise CrossroadsError(f"--drift {text!r}: {part!r} is not one of {', '.join(DRIFT_FIELDS)}=NUMBER")
+        try:
+            changes[key.strip()] = float(value)
+        except ValueError:
+            raise CrossroadsError(f"--drift {text!r}: {key.strip()}={value!r} is not a number") from None
+    if not changes:
+        raise CrossroadsError(f"--drift {text!r} changes nothing: add e.g. :quality_delta=-0.3 or :cost_factor=2")
+    return Drift(at_step=step, model=model, **changes)
+
+
+def _model_step(text: str, option: str) -> tuple[str, int]:
+    model, sep, step = text.rpartition("@")
+    if not sep or not model or not step.strip().isdigit():
+        raise CrossroadsError(f"{option} {text!r}: write MODEL@STEP, the step a whole number >= 0 (e.g. gpt-4@500)")
+    return model, int(step)
+
+
+def _model_steps(texts: list[str] | None, option: str) -> dict[str, int]:
+    return dict(_model_step(text, option) for text in texts or [])
+
+
+def _latency_profiles(path: str) -> dict:
+    from crossroads.evaluate.latency import LatencyProfile
+
+    try:
+        raw = json.loads(Path(path).read_text())
+    except OSError as exc:
+        raise CrossroadsError(f"cannot read --latency-profiles {path}: {exc.strerror}") from None
+    except json.JSONDecodeError as exc:
+        raise CrossroadsError(f"--latency-profiles {path} is not valid JSON: {exc}") from None
+    example = '{"model": {"ttft_s": 0.4, "tokens_per_s": 70}}'
+    if not isinstance(raw, dict):
+        raise CrossroadsError(f"--latency-profiles {path} must map model names to profiles, e.g. {example}")
+    profiles = {}
+    for model, profile in raw.items():
+        if not isinstance(profile, dict) or set(profile) != {"ttft_s", "tokens_per_s"}:
+            raise CrossroadsError(f"--latency-profiles {path}: {model!r} needs exactly ttft_s and tokens_per_s, e.g. {example}")
+        profiles[model] = LatencyProfile(**profile)
+    return profiles
+
+
+def _rates(text: str) -> list[float]:
+    try:
+        rates = [float(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise CrossroadsError(f"--learning-rates {text!r}: write numbers separated by commas, e.g. 0.05,0.1,0.3") from None
+    if not rates:
+        raise CrossroadsError("--learning-rates is empty: give at least one rate, e.g. 0.1")
+    return rates
 
 
 def print_table(result) -> None:

@@ -164,6 +164,7 @@ class SimulationResult:
     setup: dict
     rows: np.ndarray  # seed 0: the dataset row (query) of each step
     query_ids: list[str]  # seed 0: the query id of each step
+    rewards: np.ndarray  # seed 0: every model's reward at each step, drift applied (NaN: not available)
 
     def __getitem__(self, name: str) -> Entry:
         for entry in self.entries:
@@ -271,6 +272,8 @@ def simulate(
         if k == 0:
             first_rows = rows
         stream = _stream(dataset, latency, rows, drifts, add_at, remove_at, reward_fn)
+        if k == 0:
+            first_rewards = np.where(stream.available, stream.reward, np.nan)
         for spec in specs:
             label, run = _run_learner(spec, stream, rows, categories, embeddings, sessions, seed + k, names)
             if k == 0:
@@ -315,7 +318,7 @@ def simulate(
         "latency": "recorded" if dataset.latency_s is not None and not np.isnan(dataset.latency_s).any()
         else "estimated" if dataset.latency_s is None or np.isnan(dataset.latency_s).all() else "recorded, else estimated",
     }
-    return SimulationResult(entries, setup, first_rows, [dataset.query_ids[i] for i in first_rows])
+    return SimulationResult(entries, setup, first_rows, [dataset.query_ids[i] for i in first_rows], first_rewards)
 
 
 def replay_rewards(

@@ -9,7 +9,7 @@ Both return the numbers they drew, so they can be checked or re-plotted.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,7 +20,8 @@ from crossroads.data.dataset import RoutingDataset
 from crossroads.errors import CrossroadsError
 from crossroads.evaluate.simulate import SimulationResult, simulate
 from crossroads.online import make_learner
-from crossroads.online.objective import Objective
+from crossroads.evaluate.latency import LatencyProfile
+from crossroads.online.objective import Objective, Reward
 
 #: The constructor argument that plays the learning rate, per learner.
 LEARNING_RATE_PARAM = {"automaton": "learning_rate", "qlearning": "step_size"}
@@ -57,8 +58,9 @@ def plot_convergence(
     learning_rates: Sequence[float],
     out_path: str | Path,
     *,
-    objective: Objective | str = "quality=1",
+    objective: Objective | Reward | str = "quality=1",
     models: Sequence[str] | None = None,
+    latency_profiles: Mapping[str, LatencyProfile] | None = None,
     queries: int | None = None,
     seed: int = 0,
     window: int = 50,
@@ -101,7 +103,8 @@ def plot_convergence(
                 learner.update = recording_update
             return learner
 
-        result = simulate(dataset, [factory], objective, queries=queries, seed=seed, sessions="none")
+        result = simulate(dataset, [factory], objective, queries=queries, seed=seed, sessions="none",
+                          latency_profiles=latency_profiles)
         if kind == "probability":
             curves[rate] = np.array(trace)
         else:
