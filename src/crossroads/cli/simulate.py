@@ -93,7 +93,11 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "metrics.json").write_text(json.dumps(result.to_json(), indent=1))
-    from crossroads.evaluate.simulation_plots import LEARNING_RATE_PARAM, plot_convergence, plot_rewards
+    from crossroads.evaluate.simulation_plots import (
+        LEARNING_RATE_PARAM,
+        plot_convergence,
+        plot_rewards,
+    )
 
     written = [out / "metrics.json", plot_rewards(result, out / "rewards.png").path]
     rated = [spec for spec in specs if spec.name in LEARNING_RATE_PARAM]

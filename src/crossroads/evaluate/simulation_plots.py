@@ -18,9 +18,9 @@ import numpy as np
 
 from crossroads.data.dataset import RoutingDataset
 from crossroads.errors import CrossroadsError
+from crossroads.evaluate.latency import LatencyProfile
 from crossroads.evaluate.simulate import SimulationResult, simulate
 from crossroads.online import make_learner
-from crossroads.evaluate.latency import LatencyProfile
 from crossroads.online.objective import Objective, Reward
 
 #: The constructor argument that plays the learning rate, per learner.
