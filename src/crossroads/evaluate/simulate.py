@@ -460,7 +460,8 @@ def _baselines(stream: _Stream) -> dict[str, _Run]:
         return run
 
     best = int(np.nanargmax(_column_means(stream.reward)))
-    dearest = _dearest(_column_means(np.where(avail, stream.cost_usd, np.nan)), _column_means(stream.quality))
+    dearest = _dearest(_column_means(np.where(avail, stream.cost_usd, np.nan)),
+                       _column_means(np.where(avail, stream.quality, np.nan)))
     top = np.argmax(np.where(avail, stream.reward, -np.inf), axis=1)
     steps = np.arange(len(top))
     oracle = _Run(stream.reward[steps, top], stream.quality[steps, top], stream.cost_usd[steps, top],

@@ -93,7 +93,12 @@ class QLearning(Learner):
         probability = eps / k + ((1.0 - eps) / len(greedy) if chosen in greedy else 0.0)
         stats = self.stats_
         leader = candidates[greedy[0]] if len(greedy) == 1 else None  # no leader while values tie
-        stats["streak"] = stats["streak"] + 1 if leader is not None and stats["last"] == leader else int(leader is not None)
+        if leader is None:
+            stats["streak"] = 0
+        elif stats["last"] == leader:
+            stats["streak"] += 1
+        else:
+            stats["streak"] = 1
         stats["last"] = leader
         return candidates[chosen], probability, dict(zip(candidates, q))
 
