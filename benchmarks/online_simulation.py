@@ -1,6 +1,6 @@
 """Online learners replayed on pools from the shared data, against the online-learning targets.
 
-Run from the repository root: ``python benchmarks/online_simulation.py`` (about 15 minutes;
+Run from the repository root: ``python benchmarks/online_simulation.py`` (about 6 minutes;
 ``--quick`` about 2, written under ``results/quick/``).  Pools: RouterBench 4 models (real costs; latency estimated from each
 recorded answer's length and the model's price tier), LLMRouter 9 models (costs from its
 prices and token counts), MMLU-Pro 6 models (costs from a price table).  Every learner's
@@ -10,7 +10,7 @@ section says otherwise.
 Sections: 0. each pool, with what the best possible router could reach; 1. convergence of
 PickLLM's learners within 200 queries; 2. session cost, quality and latency; 3. contextual
 learners on a 5,000-query stream; 4. drift; 5. off-policy estimates.  Writes
-``benchmarks/results/online_simulation.{json,md}`` and three PNGs; exits 0, each target's
+``benchmarks/results/online_simulation.{json,md}`` and two PNGs; exits 0, each target's
 check line says PASS or FAIL.
 """
 
@@ -133,8 +133,10 @@ def best_possible_latency(data, latency: np.ndarray) -> dict:
     from scipy.optimize import linprog
     from scipy.sparse import csr_matrix, identity, kron
 
+    from crossroads.evaluate.simulate import most_expensive_model
+
     n, m = data.quality.shape
-    dearest = int(np.argmax(data.cost_usd.mean(axis=0)))
+    dearest = most_expensive_model(data.cost_usd.mean(axis=0), data.quality.mean(axis=0))
     quality_goal = 0.95 * data.quality[:, dearest].mean()
     cost_goal = 0.40 * data.cost_usd[:, dearest].mean()
     choose_one = kron(identity(n), np.ones((1, m)), format="csr")  # sum_j x_ij = 1
@@ -183,8 +185,11 @@ def convergence(pool: Pool, data, best_model: str, seeds: int, report: Report) -
 
 
 # -- 2. cost, quality, latency -----------------------------------------------------------
-def cost_quality_latency(pool: Pool, data, embeddings, bound: dict, queries: int, seeds: int, report: Report) -> dict:
-    """PickLLM's comparisons: session cost against the dearest model, latency against random, quality kept."""
+def cost_quality_latency(pool: Pool, data, embeddings, queries: int, seeds: int, report: Report):
+    """PickLLM's comparisons: session cost against the dearest model, latency against random, quality kept.
+
+    Returns the metrics per entry and the simulation (for its plot).
+    """
     from crossroads.evaluate.simulate import simulate
 
     learners = [*PICKLLM, "ucb", "thompson", "linucb:exploration=0.1"]
@@ -206,8 +211,7 @@ def cost_quality_latency(pool: Pool, data, embeddings, bound: dict, queries: int
         report.check(f"cost-quality-latency {pool.name} {entry.name}", ok,
                      f"{entry.name} on {pool.name}: cost {-cost:+.0%} vs dearest (target <= -60%), quality kept "
                      f"{quality:.1%} (>= 95%), latency {-speed:+.0%} vs random (<= -52%)")
-    return {"entries": {entry.name: entry.metrics for entry in result.entries}, "oracle_bound": bound,
-            "result": result}
+    return {entry.name: entry.metrics for entry in result.entries}, result
 
 
 # -- 3. contextual -------------------------------------------------------------------------
@@ -233,24 +237,18 @@ def contextual(pool: Pool, data, embeddings, seeds: int, report: Report, queries
         factory.__name__ = f"{name}:exploration={exploration} + knn warm start"
         return factory
 
-    candidates = [("linucb:exploration=1.0", None), ("linucb:exploration=0.1", None), ("lints:exploration=0.1", None),
-                  ("linucb:exploration=0.1", "warm"), ("linucb:exploration=0.02", "warm"), ("lints:exploration=0.02", "warm")]
+    learners = ["linucb:exploration=1.0", "linucb:exploration=0.1", "lints:exploration=0.1",
+                warm("linucb", 0.1), warm("linucb", 0.02), warm("lints", 0.02)]
     out = {}
     for objective in ("quality=1,cost=0.5", "quality=1,cost=0.1"):
         table = Table(f"3. contextual learners on {pool.name}, objective {objective}: {queries} distinct queries, "
                       f"warm start from knn fitted on the other {len(labelled)}, {seeds} seeds",
                       ["learner", "cumulative reward", "vs best fixed", "quality", "cost (m$/query)"])
-        rows, best_fixed = {}, None
-        for spec, start in candidates:
-            if start is None:
-                learner, label = spec, spec
-            else:
-                name, _, option = spec.partition(":")
-                learner = warm(name, float(option.partition("=")[2]))
-                label = learner.__name__
+        rows = {}
+        for learner in learners:  # one simulation each: the warm-started factories share a learner name
             result = simulate(stream, [learner], objective, seeds=seeds, sessions="none", embeddings=stream_embeddings)
-            best_fixed = result["best_fixed"].metrics
-            rows[label] = result.entries[0].metrics
+            rows[learner if isinstance(learner, str) else learner.__name__] = result.entries[0].metrics
+        best_fixed = result["best_fixed"].metrics  # the same streams for every learner
         rows["best_fixed"] = best_fixed
         rows["oracle"] = result["oracle"].metrics
         for label, m in rows.items():
@@ -258,9 +256,9 @@ def contextual(pool: Pool, data, embeddings, seeds: int, report: Report, queries
                       cell(m["mean_quality"]), cell(1e3 * m["total_cost_usd"] / queries))
         table.notes.append("exploration values are a grid, reported in full; the best was not chosen on held-out data")
         report.table(table)
-        learners = {k: v for k, v in rows.items() if k not in ("best_fixed", "oracle")}
-        top = max(learners, key=lambda k: learners[k]["cumulative_reward"])
-        gain = learners[top]["cumulative_reward"] / best_fixed["cumulative_reward"] - 1
+        scored = {k: v for k, v in rows.items() if k not in ("best_fixed", "oracle")}
+        top = max(scored, key=lambda k: scored[k]["cumulative_reward"])
+        gain = scored[top]["cumulative_reward"] / best_fixed["cumulative_reward"] - 1
         report.check(f"contextual {objective}", gain >= 0.05,
                      f"best contextual learner on {pool.name} ({objective}): {top}, cumulative reward {gain:+.1%} "
                      "vs the best fixed model in hindsight (target >= +5%)")
@@ -340,11 +338,12 @@ def off_policy(pool: Pool, data, report: Report) -> dict:
     logger = make_learner("qlearning", step_size=0.1, epsilon=0.2, sticky=False, seed=0)
     log = ope.replay_log(rewards, logger, np.random.default_rng(0), passes=5, models=data.model_names)
     k = len(log)
-    categories = np.array(data.categories)[log.rows]
+    categories = np.array(data.categories)
+    logged_categories = categories[log.rows]
     per_category_best = np.zeros((k, m))
-    for category in set(categories):
-        here = categories == category
-        per_category_best[here, int(np.argmax(rewards[np.array(data.categories) == category].mean(axis=0)))] = 1.0
+    for category in set(logged_categories):
+        best_here = int(np.argmax(rewards[categories == category].mean(axis=0)))
+        per_category_best[logged_categories == category, best_here] = 1.0
     targets = {f"always {name}": ope.fixed_policy(k, m, j) for j, name in enumerate(data.model_names)}
     targets["uniform random"] = ope.uniform_policy(k, m)
     targets["best model per category"] = per_category_best
@@ -383,7 +382,7 @@ def load_pool(pool: Pool):
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="fewer seeds and queries (about 3 minutes)")
+    parser.add_argument("--quick", action="store_true", help="fewer seeds and queries (about 2 minutes)")
     args = parser.parse_args()
     missing = missing_data([pool.path() for pool in POOLS])
     if missing:
@@ -405,14 +404,13 @@ def main() -> int:
 
     report.results["cost_quality_latency"] = {}
     for name, (pool_data, pool_embeddings) in loaded.items():
-        section = cost_quality_latency(pools[name], pool_data, pool_embeddings, described[name]["oracle_bound"],
-                                       min(pool_data.n_queries, 1000 if args.quick else 5000), seeds, report)
+        metrics, result = cost_quality_latency(pools[name], pool_data, pool_embeddings,
+                                               min(pool_data.n_queries, 1000 if args.quick else 5000), seeds, report)
+        report.results["cost_quality_latency"][name] = metrics
         if name == main_pool.name:
             from crossroads.evaluate.simulation_plots import plot_rewards
 
-            plot_rewards(section["result"], out / "online_simulation_rewards.png")
-        del section["result"]
-        report.results["cost_quality_latency"][name] = section
+            plot_rewards(result, out / "online_simulation_rewards.png")
 
     context_pool = pools["llmrouter-9"]
     context_data, context_embeddings = loaded[context_pool.name]

@@ -460,7 +460,7 @@ def _baselines(stream: _Stream) -> dict[str, _Run]:
         return run
 
     best = int(np.nanargmax(_column_means(stream.reward)))
-    dearest = _dearest(_column_means(np.where(avail, stream.cost_usd, np.nan)),
+    dearest = most_expensive_model(_column_means(np.where(avail, stream.cost_usd, np.nan)),
                        _column_means(np.where(avail, stream.quality, np.nan)))
     top = np.argmax(np.where(avail, stream.reward, -np.inf), axis=1)
     steps = np.arange(len(top))
@@ -469,10 +469,10 @@ def _baselines(stream: _Stream) -> dict[str, _Run]:
     return {"random": random, "best_fixed": fixed(best), "most_expensive": fixed(dearest), "oracle": oracle}
 
 
-def _dearest(mean_cost: np.ndarray, mean_quality: np.ndarray) -> int:
-    """The model with the highest mean cost; among models priced alike, the best one."""
-    top = np.nanmax(mean_cost)
-    tied = np.flatnonzero(mean_cost >= top * (1.0 - 1e-9))
+def most_expensive_model(mean_cost_usd: np.ndarray, mean_quality: np.ndarray) -> int:
+    """Index of the model with the highest mean cost; among models priced alike, the best one."""
+    top = np.nanmax(mean_cost_usd)
+    tied = np.flatnonzero(mean_cost_usd >= top * (1.0 - 1e-9))
     return int(tied[np.nanargmax(mean_quality[tied])]) if len(tied) > 1 else int(tied[0])
 
 
