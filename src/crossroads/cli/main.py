@@ -8,7 +8,7 @@ import sys
 from crossroads import __version__
 from crossroads.errors import CrossroadsError
 
-COMMANDS = ("data", "train", "eval", "calibrate", "simulate")
+COMMANDS = ("data", "train", "eval", "calibrate", "simulate", "serve")
 
 
 def build_parser() -> argparse.ArgumentParser:

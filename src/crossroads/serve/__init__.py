@@ -1,0 +1,1 @@
+"""The routing server: HTTP app, upstream providers, storage and metrics."""

@@ -1,0 +1,270 @@
+"""The OpenAI-compatible HTTP server: a Starlette app over a Gateway.
+
+Endpoints: ``POST /v1/chat/completions`` (JSON or server-sent events),
+``GET /v1/models``, ``POST /v1/route`` (decide only), ``POST /v1/feedback``,
+``GET /health``, ``GET /metrics`` (Prometheus), and the admin endpoints
+``GET /admin/learners`` and ``POST /admin/snapshot``.  Errors have OpenAI's shape,
+``{"error": {"message", "type", "param", "code"}}``, with a 4xx status for the
+client's mistakes and 502 when no upstream model could answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import json
+import logging
+import time
+from typing import Any
+
+import anyio
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from crossroads.errors import CrossroadsError
+from crossroads.serve.config import ServeConfig
+from crossroads.serve.gateway import AllModelsFailed, Gateway
+from crossroads.serve.requests import BadRequest, parse_chat_request
+from crossroads.serve.routing import UnknownRoute
+from crossroads.serve.store import UnknownDecisionError
+
+log = logging.getLogger("crossroads.serve")
+
+DECISION_HEADER = "x-crossroads-decision-id"
+
+
+class HTTPError(Exception):
+    def __init__(self, status: int, message: str, kind: str, code: str | None = None, param: str | None = None,
+                 headers: dict[str, str] | None = None):
+        self.status, self.message, self.kind, self.code, self.param = status, message, kind, code, param
+        self.headers = headers or {}
+        super().__init__(message)
+
+
+def error_response(error: HTTPError) -> JSONResponse:
+    body = {"error": {"message": error.message, "type": error.kind, "param": error.param, "code": error.code}}
+    return JSONResponse(body, status_code=error.status, headers=error.headers)
+
+
+class RateLimiter:
+    """A token bucket per client: ``rate_per_s`` requests a second on average, bursts of ``burst``."""
+
+    def __init__(self, rate_per_s: float, burst: int):
+        self.rate_per_s, self.burst = rate_per_s, burst
+        self._buckets: dict[str, tuple[float, float]] = {}
+
+    def wait_s(self, client: str) -> float:
+        """0 if the request may go now (and count it), else the seconds until it could."""
+        now = time.monotonic()
+        tokens, last = self._buckets.get(client, (float(self.burst), now))
+        tokens = min(float(self.burst), tokens + (now - last) * self.rate_per_s)
+        if tokens >= 1.0:
+            self._buckets[client] = (tokens - 1.0, now)
+            return 0.0
+        self._buckets[client] = (tokens, now)
+        return (1.0 - tokens) / self.rate_per_s
+
+
+class Server:
+    """Request handling: authentication, limits, parsing, and the mapping of errors to statuses."""
+
+    def __init__(self, gateway: Gateway):
+        self.gateway = gateway
+        self.config: ServeConfig = gateway.config
+        security = self.config.security
+        self.limiter = RateLimiter(security.rate_limit_per_s, security.rate_burst) if security.rate_limit_per_s else None
+
+    # -- guards ------------------------------------------------------------------------
+    def client(self, request: Request, admin: bool = False) -> str:
+        """Who is calling; raises 401/403/429 for a missing or wrong key or too many requests."""
+        security = self.config.security
+        token = _bearer(request)
+        if admin:
+            admin_key = security.admin_key()
+            if admin_key is None:
+                raise HTTPError(403, f"admin endpoints are disabled: set ${security.admin_key_env or 'admin_key_env'} "
+                                "(security.admin_key_env in the config) to enable them", "permission_error")
+            if token is None or not hmac.compare_digest(token, admin_key):
+                raise HTTPError(401, "this endpoint needs the admin key as a bearer token", "authentication_error",
+                                "invalid_api_key")
+            return "admin"
+        keys = security.client_keys()
+        if keys and (token is None or not any(hmac.compare_digest(token, key) for key in keys)):
+            raise HTTPError(401, "missing or wrong API key: send `Authorization: Bearer <key>` with a key this "
+                            "server accepts", "authentication_error", "invalid_api_key")
+        who = token or (request.client.host if request.client else "?")
+        if self.limiter is not None:
+            wait_s = self.limiter.wait_s(who)
+            if wait_s > 0:
+                raise HTTPError(429, f"rate limit of {security.rate_limit_per_s:g} requests/s exceeded; retry in "
+                                f"{wait_s:.2f} s", "rate_limit_error", "rate_limit_exceeded",
+                                headers={"retry-after": str(max(1, round(wait_s)))})
+        return who
+
+    async def json_body(self, request: Request) -> Any:
+        limit = self.config.security.max_body_bytes
+        declared = request.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            raise HTTPError(413, f"request body of {declared} bytes exceeds the limit of {limit} bytes "
+                            "(security.max_body_bytes)", "invalid_request_error", "request_too_large")
+        raw = bytearray()
+        async for part in request.stream():
+            raw += part
+            if len(raw) > limit:
+                raise HTTPError(413, f"request body exceeds the limit of {limit} bytes (security.max_body_bytes)",
+                                "invalid_request_error", "request_too_large")
+        try:
+            return json.loads(raw)
+        except ValueError as error:
+            raise HTTPError(400, f"the request body is not valid JSON ({error})", "invalid_request_error",
+                            "invalid_json") from None
+
+    # -- endpoints ----------------------------------------------------------------------
+    async def chat(self, request: Request) -> Response:
+        self.client(request)
+        chat = parse_chat_request(await self.json_body(request), self.config.route_on)
+        if not chat.stream:
+            choice, answer = await self.gateway.complete(chat)
+            return JSONResponse(answer, headers=_decision_headers(choice.decision_id, answer["model"]))
+        choice, chunks = await self.gateway.stream(chat)
+
+        async def events():
+            async for chunk in chunks:
+                yield f"data: {json.dumps(chunk, separators=(',', ':'))}\n\n"
+            yield "data: [DONE]\n\n"
+
+        first_model = choice.model
+        return StreamingResponse(events(), media_type="text/event-stream",
+                                 headers=_decision_headers(choice.decision_id, first_model))
+
+    async def route(self, request: Request) -> Response:
+        self.client(request)
+        body = await self.json_body(request)
+        if isinstance(body, dict) and "prompt" in body and "messages" not in body:
+            if not isinstance(body["prompt"], str):
+                raise BadRequest("`prompt` must be a string", "prompt")
+            body = {**body, "messages": [{"role": "user", "content": body.pop("prompt")}]}
+        choice = await self.gateway.decide(parse_chat_request(body, self.config.route_on))
+        return JSONResponse(choice.to_dict(), headers=_decision_headers(choice.decision_id, choice.model))
+
+    async def feedback(self, request: Request) -> Response:
+        self.client(request)
+        body = await self.json_body(request)
+        if not isinstance(body, dict):
+            raise BadRequest("the feedback body must be an object: {decision_id, reward | quality}")
+        unknown = sorted(set(body) - {"decision_id", "reward", "quality", "payload"})
+        if unknown:
+            raise BadRequest(f"unknown feedback fields {unknown}; send decision_id and reward or quality "
+                             "(payload: any JSON you want kept with it)")
+        result = await anyio.to_thread.run_sync(
+            lambda: self.gateway.feedback(body.get("decision_id"), body.get("reward"), body.get("quality"),
+                                          body.get("payload"))
+        )
+        return JSONResponse(result)
+
+    async def models(self, request: Request) -> Response:
+        self.client(request)
+        created = int(time.time())
+        data = [{"id": name, "object": "model", "created": created, "owned_by": "crossroads",
+                 "crossroads": {"kind": "route"}} for name in self.gateway.routes.names if name not in
+                self.config.model_names]
+        data += [{"id": m.name, "object": "model", "created": created, "owned_by": "crossroads",
+                  "crossroads": {"kind": "model", "price_per_mtok_in": m.price_per_mtok_in,
+                                 "price_per_mtok_out": m.price_per_mtok_out}} for m in self.config.models]
+        return JSONResponse({"object": "list", "data": data})
+
+    async def health(self, request: Request) -> Response:
+        cooling = sorted(self.gateway.health.unavailable())
+        return JSONResponse({"status": "ok", "models": self.config.model_names, "cooling_down": cooling})
+
+    async def metrics(self, request: Request) -> Response:
+        self.client(request)
+        return Response(self.gateway.metrics.render(), media_type=self.gateway.metrics.content_type)
+
+    async def learners(self, request: Request) -> Response:
+        self.client(request, admin=True)
+        return JSONResponse({route: self.gateway.learners.state(route) for route in self.gateway.learners.routes})
+
+    async def snapshot(self, request: Request) -> Response:
+        self.client(request, admin=True)
+        await anyio.to_thread.run_sync(self.gateway.learners.snapshot, self.gateway.store)
+        return JSONResponse({"saved": self.gateway.learners.routes})
+
+    # -- error mapping -------------------------------------------------------------------
+    def endpoint(self, name: str, handler):
+        async def run(request: Request) -> Response:
+            status = 500
+            try:
+                response = await handler(request)
+                status = response.status_code
+                return response
+            except HTTPError as error:
+                status = error.status
+                return error_response(error)
+            except UnknownRoute as error:
+                status = 404
+                return error_response(HTTPError(404, str(error), "invalid_request_error", "model_not_found", error.param))
+            except BadRequest as error:
+                status = 400
+                return error_response(HTTPError(400, str(error), "invalid_request_error", None, error.param))
+            except UnknownDecisionError as error:
+                status = 404
+                return error_response(HTTPError(404, str(error), "invalid_request_error", "decision_not_found",
+                                                "decision_id"))
+            except AllModelsFailed as error:
+                status = 502
+                return error_response(HTTPError(502, str(error), "upstream_error", "all_models_failed",
+                                                headers={DECISION_HEADER: error.choice.decision_id}))
+            except CrossroadsError as error:
+                status = 400
+                return error_response(HTTPError(400, str(error), "invalid_request_error"))
+            except Exception:
+                log.exception("unexpected error in %s", name)
+                return error_response(HTTPError(500, "internal error in crossroads; see the server log",
+                                                "server_error"))
+            finally:
+                self.gateway.metrics.requests.labels(name, str(status)).inc()
+
+        return run
+
+
+def _bearer(request: Request) -> str | None:
+    value = request.headers.get("authorization", "")
+    scheme, _, token = value.partition(" ")
+    return token.strip() or None if scheme.lower() == "bearer" else None
+
+
+def _decision_headers(decision_id: str, model: str) -> dict[str, str]:
+    return {DECISION_HEADER: decision_id, "x-crossroads-model": model}
+
+
+def make_app(gateway: Gateway) -> Starlette:
+    """The ASGI app serving ``gateway``; run it with uvicorn."""
+    server = Server(gateway)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette):
+        task = asyncio.create_task(gateway.sync_forever())
+        try:
+            yield
+        finally:
+            task.cancel()
+            await gateway.aclose()
+
+    endpoints = [
+        ("/v1/chat/completions", "chat", server.chat, ["POST"]),
+        ("/v1/route", "route", server.route, ["POST"]),
+        ("/v1/feedback", "feedback", server.feedback, ["POST"]),
+        ("/v1/models", "models", server.models, ["GET"]),
+        ("/health", "health", server.health, ["GET"]),
+        ("/metrics", "metrics", server.metrics, ["GET"]),
+        ("/admin/learners", "admin_learners", server.learners, ["GET"]),
+        ("/admin/snapshot", "admin_snapshot", server.snapshot, ["POST"]),
+    ]
+    routes = [Route(path, server.endpoint(name, handler), methods=methods) for path, name, handler, methods in endpoints]
+    app = Starlette(routes=routes, lifespan=lifespan)
+    app.state.gateway = gateway
+    return app

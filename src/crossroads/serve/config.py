@@ -1,0 +1,248 @@
+"""The server's configuration: the pool of upstream models, named routes, storage and limits.
+
+Read from YAML (``crossroads serve --config crossroads.yaml``) or built in Python; every
+mistake is reported with the key that holds it and what would be accepted.  A
+commented example: ``docs/serve.md``.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from crossroads.errors import CrossroadsError
+from crossroads.online import learner_class
+from crossroads.online.objective import Objective, parse_objective
+
+PROVIDERS = ("openai", "litellm")
+ROUTE_KEYS = ("none", "session")
+ROUTE_ON = ("last_message", "conversation")
+
+#: Tokens a request is assumed to send and receive when pricing a model before the call.
+NOMINAL_TOKENS_IN = 500
+NOMINAL_TOKENS_OUT = 256
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """One upstream model: where it is served, how to reach it, and its price."""
+
+    name: str
+    base_url: str = "https://api.openai.com/v1"
+    upstream_model: str = ""  # the name the upstream knows it by (default: name)
+    api_key_env: str | None = None  # environment variable holding the key; never the key itself
+    provider: str = "openai"
+    price_per_mtok_in: float = 0.0
+    price_per_mtok_out: float = 0.0
+    expected_latency_s: float | None = None  # for objectives that weigh latency before any is measured
+    timeout_s: float = 60.0
+    max_retries: int = 2
+    local: bool = False  # served by a llama.cpp process that crossroads starts
+    defaults: dict[str, Any] = field(default_factory=dict)  # request fields used when the client sends none
+
+    def cost_usd(self, tokens_in: float, tokens_out: float) -> float:
+        return (tokens_in * self.price_per_mtok_in + tokens_out * self.price_per_mtok_out) / 1e6
+
+    @property
+    def nominal_cost_usd(self) -> float:
+        return self.cost_usd(NOMINAL_TOKENS_IN, NOMINAL_TOKENS_OUT)
+
+
+@dataclass(frozen=True)
+class RouteConfig:
+    """A named route: an online learner or a trained router, an objective, and its models.
+
+    ``learner`` (e.g. ``thompson:discount=0.99``) learns from feedback; ``router_file``
+    (a saved offline router) decides by predicted quality against expected cost.
+    ``key: session`` keeps one learner per session id (PickLLM's sessions).
+    """
+
+    name: str
+    learner: str | None = None
+    router_file: str | None = None
+    objective: Objective = field(default_factory=Objective)
+    models: tuple[str, ...] = ()  # empty: the whole pool
+    key: str = "none"
+
+
+@dataclass(frozen=True)
+class RouteLLMConfig:
+    """What ``router-<router>-<threshold>`` names mean: a strong/weak pair and router files."""
+
+    strong: str
+    weak: str
+    routers: dict[str, str] = field(default_factory=dict)  # router name -> saved router file
+
+
+@dataclass(frozen=True)
+class SecurityConfig:
+    """Client and admin bearer keys (read from environment variables) and request limits."""
+
+    api_keys_env: str | None = None  # comma-separated client keys; unset or empty: no client auth
+    admin_key_env: str | None = None  # admin endpoints are refused while this is unset
+    max_body_bytes: int = 1_000_000
+    rate_limit_per_s: float | None = None  # per client key (or per address without keys)
+    rate_burst: int = 20
+
+    def client_keys(self) -> set[str]:
+        raw = os.environ.get(self.api_keys_env, "") if self.api_keys_env else ""
+        return {key.strip() for key in raw.split(",") if key.strip()}
+
+    def admin_key(self) -> str | None:
+        return os.environ.get(self.admin_key_env) or None if self.admin_key_env else None
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    models: tuple[ModelConfig, ...]
+    routes: tuple[RouteConfig, ...] = ()
+    routellm: RouteLLMConfig | None = None
+    default_route: str | None = None  # used when the request names no model
+    store: str = "sqlite:///crossroads.db"
+    store_prompts: bool = False  # privacy: prompts and responses are kept only when True
+    route_on: str = "last_message"
+    embedder: str = "minilm-onnx"
+    cooldown_s: float = 30.0
+    failures_before_cooldown: int = 3
+    snapshot_every: int = 50  # feedback applications between learner-state snapshots
+    sync_interval_s: float = 0.5  # how often feedback from other replicas is read
+    security: SecurityConfig = field(default_factory=SecurityConfig)
+
+    def __post_init__(self) -> None:
+        names = [model.name for model in self.models]
+        if not names:
+            raise CrossroadsError("config: `models` is empty; list at least one upstream model")
+        duplicates = sorted({name for name in names if names.count(name) > 1})
+        if duplicates:
+            raise CrossroadsError(f"config: models {duplicates} are listed more than once")
+        routes = [route.name for route in self.routes]
+        for route in self.routes:
+            if route.name in names:
+                raise CrossroadsError(f"config: route {route.name!r} has the name of a model; rename one of them")
+            for model in route.models:
+                if model not in names:
+                    raise CrossroadsError(
+                        f"config: route {route.name!r} names model {model!r}, which is not in `models` ({', '.join(names)})"
+                    )
+        if self.default_route is not None and self.default_route not in routes + names:
+            raise CrossroadsError(
+                f"config: default_route {self.default_route!r} is neither a route ({', '.join(routes) or 'none'}) "
+                f"nor a model"
+            )
+        if self.routellm is not None:
+            for role in ("strong", "weak"):
+                if getattr(self.routellm, role) not in names:
+                    raise CrossroadsError(
+                        f"config: routellm.{role} {getattr(self.routellm, role)!r} is not in `models` ({', '.join(names)})"
+                    )
+        if self.route_on not in ROUTE_ON:
+            raise CrossroadsError(f"config: route_on must be one of {', '.join(ROUTE_ON)}, got {self.route_on!r}")
+
+    def model(self, name: str) -> ModelConfig:
+        return next(model for model in self.models if model.name == name)
+
+    @property
+    def model_names(self) -> list[str]:
+        return [model.name for model in self.models]
+
+
+def load_config(path: str | Path) -> ServeConfig:
+    """The configuration in the YAML file at ``path``."""
+    import yaml
+
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise CrossroadsError(f"config file {path} does not exist; see docs/serve.md for an example") from None
+    except yaml.YAMLError as error:
+        raise CrossroadsError(f"config file {path} is not valid YAML: {error}") from None
+    if not isinstance(raw, dict):
+        raise CrossroadsError(f"config file {path} must hold a mapping with `models:` (and optionally `routes:`)")
+    try:
+        return parse_config(raw)
+    except CrossroadsError as error:
+        raise CrossroadsError(f"{path}: {error}") from None
+
+
+def parse_config(raw: dict[str, Any]) -> ServeConfig:
+    """A ServeConfig from the plain mapping a YAML file holds."""
+    raw = dict(raw)
+    models = tuple(_model(item, i) for i, item in enumerate(_list(raw.pop("models", None), "models")))
+    routes_raw = raw.pop("routes", None) or {}
+    if not isinstance(routes_raw, dict):
+        raise CrossroadsError("config: `routes` must map route names to settings, e.g. `auto: {learner: thompson}`")
+    routes = tuple(_route(name, item) for name, item in routes_raw.items())
+    routellm = raw.pop("routellm", None)
+    if routellm is not None:
+        routellm = RouteLLMConfig(**_only(routellm, RouteLLMConfig, "routellm"))
+    security = SecurityConfig(**_only(raw.pop("security", None) or {}, SecurityConfig, "security"))
+    top = _only(raw, ServeConfig, "config", exclude={"models", "routes", "routellm", "security"})
+    return ServeConfig(models=models, routes=routes, routellm=routellm, security=security, **top)
+
+
+def _model(item: Any, index: int) -> ModelConfig:
+    where = f"models[{index}]"
+    if not isinstance(item, dict) or not isinstance(item.get("name"), str) or not item["name"].strip():
+        raise CrossroadsError(f"config: {where} needs a `name` (the model name clients and routes use)")
+    values = _only(item, ModelConfig, where)
+    model = ModelConfig(**values)
+    where = f"models[{index}] ({model.name})"
+    if model.provider not in PROVIDERS:
+        raise CrossroadsError(f"config: {where}: provider must be one of {', '.join(PROVIDERS)}, got {model.provider!r}")
+    for name in ("price_per_mtok_in", "price_per_mtok_out", "timeout_s"):
+        value = getattr(model, name)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+            raise CrossroadsError(f"config: {where}: {name} must be a number >= 0, got {value!r}")
+    if not isinstance(model.max_retries, int) or model.max_retries < 0:
+        raise CrossroadsError(f"config: {where}: max_retries must be an integer >= 0, got {model.max_retries!r}")
+    if model.api_key_env is not None and (not isinstance(model.api_key_env, str) or not model.api_key_env.isidentifier()):
+        raise CrossroadsError(
+            f"config: {where}: api_key_env must be the NAME of an environment variable (e.g. OPENAI_API_KEY), "
+            "never the key itself"
+        )
+    if not isinstance(model.defaults, dict):
+        raise CrossroadsError(f"config: {where}: defaults must map request fields to values, e.g. {{max_tokens: 256}}")
+    if not model.upstream_model:
+        model = ModelConfig(**{**values, "upstream_model": model.name})
+    return model
+
+
+def _route(name: Any, item: Any) -> RouteConfig:
+    if not isinstance(name, str) or not name.strip():
+        raise CrossroadsError(f"config: route names must be non-empty strings, got {name!r}")
+    if not isinstance(item, dict):
+        raise CrossroadsError(f"config: routes.{name} must be a mapping such as {{learner: thompson}}")
+    values = _only(item, RouteConfig, f"routes.{name}", exclude={"name"})
+    if (values.get("learner") is None) == (values.get("router_file") is None):
+        raise CrossroadsError(f"config: routes.{name} needs exactly one of `learner` or `router_file`")
+    if values.get("learner") is not None:
+        learner_class(str(values["learner"]).partition(":")[0])  # unknown learner: error now, not at the first request
+    if "objective" in values:
+        objective = values["objective"]
+        values["objective"] = (
+            Objective(**objective) if isinstance(objective, dict) else parse_objective(str(objective))
+        )
+    values["models"] = tuple(_list(values.get("models", []), f"routes.{name}.models"))
+    if values.get("key", "none") not in ROUTE_KEYS:
+        raise CrossroadsError(f"config: routes.{name}.key must be one of {', '.join(ROUTE_KEYS)}")
+    return RouteConfig(name=name, **values)
+
+
+def _only(values: Any, cls: type, where: str, exclude: set[str] = frozenset()) -> dict[str, Any]:
+    if not isinstance(values, dict):
+        raise CrossroadsError(f"config: {where} must be a mapping")
+    known = {f.name for f in fields(cls)} - set(exclude)
+    unknown = sorted(set(values) - known - set(exclude))
+    if unknown:
+        raise CrossroadsError(f"config: {where} has unknown keys {unknown}; known keys: {', '.join(sorted(known))}")
+    return {key: value for key, value in values.items() if key in known}
+
+
+def _list(value: Any, where: str) -> list[Any]:
+    if not isinstance(value, list):
+        raise CrossroadsError(f"config: `{where}` must be a list")
+    return value

@@ -1,0 +1,152 @@
+"""An OpenAI-compatible upstream that answers instantly, or fails on request.
+
+It stands in for paid remote APIs in tests and benchmarks: the overhead of crossroads
+is measured against it, and faults are injected through it.  What it does is chosen by
+the model name in the request, so that one server plays several models:
+
+* ``status-429``, ``status-500`` (any status): an OpenAI-style error with that status;
+* ``flaky-N``: the first N requests for that name get 500, later ones an answer;
+* ``malformed``: status 200 with a body that is not JSON;
+* ``break-stream``: streams two chunks, then drops the connection (non-streaming: truncated JSON);
+* ``hang``: never answers;
+* anything else: ``echo: <start of the last message>``, with usage counts.
+
+Run it with ``python -m crossroads.serve.fake_upstream --port 8001``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import threading
+import time
+from collections import Counter
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+
+class DroppedConnection(Exception):
+    """Raised inside a stream to make the server cut the connection."""
+
+
+def make_app() -> Starlette:
+    requests: list[dict[str, Any]] = []
+    seen: Counter[str] = Counter()
+
+    async def chat(request: Request) -> Response:
+        body = await request.json()
+        requests.append({"body": body, "authorization": request.headers.get("authorization")})
+        model = str(body.get("model", ""))
+        seen[model] += 1
+        if model.startswith("status-"):
+            status = int(model.removeprefix("status-"))
+            return JSONResponse({"error": {"message": f"injected {status}", "type": "injected"}}, status_code=status)
+        if model.startswith("flaky-") and seen[model] <= int(model.removeprefix("flaky-")):
+            return JSONResponse({"error": {"message": "injected flake", "type": "injected"}}, status_code=500)
+        if model == "hang":
+            await asyncio.sleep(3600)
+        if model == "malformed":
+            return Response("{not json", media_type="application/json")
+        text = "echo: " + _last_text(body)[:40]
+        if body.get("stream"):
+            return StreamingResponse(_chunks(model, text, broken=model == "break-stream"), media_type="text/event-stream")
+        answer = json.dumps(_completion(model, text, body))
+        return Response(answer[: len(answer) // 2] if model == "break-stream" else answer, media_type="application/json")
+
+    async def recorded(request: Request) -> Response:
+        return JSONResponse(requests)
+
+    async def models(request: Request) -> Response:
+        return JSONResponse({"object": "list", "data": [{"id": "echo", "object": "model"}]})
+
+    return Starlette(routes=[
+        Route("/v1/chat/completions", chat, methods=["POST"]),
+        Route("/v1/models", models),
+        Route("/_requests", recorded),
+    ])
+
+
+def _last_text(body: dict[str, Any]) -> str:
+    messages = body.get("messages") or [{}]
+    content = messages[-1].get("content", "")
+    return content if isinstance(content, str) else json.dumps(content)
+
+
+def _completion(model: str, text: str, body: dict[str, Any]) -> dict[str, Any]:
+    tokens_in = sum(len(str(m.get("content", ""))) // 4 + 1 for m in body.get("messages", []))
+    return {
+        "id": "chatcmpl-fake", "object": "chat.completion", "created": int(time.time()), "model": model,
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": tokens_in, "completion_tokens": len(text.split()),
+                  "total_tokens": tokens_in + len(text.split())},
+    }
+
+
+async def _chunks(model: str, text: str, broken: bool):
+    words = text.split(" ")
+    for i, word in enumerate(words):
+        if broken and i == 2:
+            raise DroppedConnection("injected broken stream")
+        delta = {"content": (" " if i else "") + word}
+        if i == 0:
+            delta["role"] = "assistant"
+        chunk = {"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": int(time.time()),
+                 "model": model, "choices": [{"index": 0, "delta": delta, "finish_reason": None}]}
+        yield f"data: {json.dumps(chunk)}\n\n"
+    last = {"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": int(time.time()), "model": model,
+            "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}
+    yield f"data: {json.dumps(last)}\n\ndata: [DONE]\n\n"
+
+
+class FakeUpstream:
+    """The fake upstream on 127.0.0.1 in a background thread; ``base_url`` ends in ``/v1``."""
+
+    def __init__(self, port: int = 0):
+        import socket
+
+        import uvicorn
+
+        self._socket = socket.socket()
+        self._socket.bind(("127.0.0.1", port))
+        self.port = self._socket.getsockname()[1]
+        self.base_url = f"http://127.0.0.1:{self.port}/v1"
+        config = uvicorn.Config(make_app(), log_level="critical", lifespan="off")
+        self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [self._socket]}, daemon=True)
+
+    def __enter__(self) -> FakeUpstream:
+        self._thread.start()
+        deadline = time.monotonic() + 10
+        while not self._server.started:
+            if time.monotonic() > deadline:
+                raise RuntimeError("the fake upstream did not start within 10 s")
+            time.sleep(0.01)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._server.should_exit = True
+        self._thread.join(timeout=5)
+        self._socket.close()
+
+    def requests(self) -> list[dict[str, Any]]:
+        import httpx
+
+        return httpx.get(self.base_url.removesuffix("/v1") + "/_requests").json()
+
+
+def main() -> None:
+    import uvicorn
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--port", type=int, default=8001)
+    args = parser.parse_args()
+    uvicorn.run(make_app(), host="127.0.0.1", port=args.port, log_level="warning", access_log=False)
+
+
+if __name__ == "__main__":
+    main()

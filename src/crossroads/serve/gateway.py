@@ -1,0 +1,286 @@
+"""Route, call the chosen model with fallbacks, record what happened, learn from feedback.
+
+``Gateway`` is the whole routing service without HTTP: the server (``crossroads.serve.app``)
+and the in-process Python client (``crossroads.Client``) both drive one, so they
+decide, fall back, price and record identically.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any, AsyncIterator
+
+import anyio
+
+from crossroads.data.pricing import estimate_tokens
+from crossroads.errors import CrossroadsError
+from crossroads.online import learner_class
+from crossroads.online.objective import LinearReward, parse_objective
+from crossroads.evaluate.simulate import LearnerSpec
+from crossroads.serve.config import ServeConfig
+from crossroads.serve.learning import RouteLearners
+from crossroads.serve.metrics import Metrics
+from crossroads.serve.providers import Provider, UpstreamError, make_provider
+from crossroads.serve.requests import BadRequest, ChatRequest, message_text
+from crossroads.serve.routing import Choice, Routes
+from crossroads.serve.store import UnknownDecisionError, open_store
+
+log = logging.getLogger("crossroads.serve")
+
+
+class AllModelsFailed(CrossroadsError):
+    """Every model a decision ranked failed; ``errors`` holds each one's UpstreamError."""
+
+    def __init__(self, choice: Choice, errors: list[UpstreamError]):
+        self.choice, self.errors = choice, errors
+        tried = "; ".join(str(error) for error in errors)
+        super().__init__(f"no model could answer (decision {choice.decision_id}): {tried}")
+
+
+class Health:
+    """Consecutive failures per model; a model that keeps failing cools down for a while."""
+
+    def __init__(self, cooldown_s: float, failures_before_cooldown: int):
+        self.cooldown_s, self.limit = cooldown_s, failures_before_cooldown
+        self._failures: dict[str, int] = {}
+        self._cool_until: dict[str, float] = {}
+
+    def unavailable(self) -> set[str]:
+        now = time.monotonic()
+        return {model for model, until in self._cool_until.items() if until > now}
+
+    def failed(self, model: str) -> None:
+        self._failures[model] = self._failures.get(model, 0) + 1
+        if self._failures[model] >= self.limit:
+            self._cool_until[model] = time.monotonic() + self.cooldown_s
+            self._failures[model] = 0
+            log.warning("model %r failed %d times in a row; cooling down for %g s", model, self.limit, self.cooldown_s)
+
+    def succeeded(self, model: str) -> None:
+        self._failures.pop(model, None)
+        self._cool_until.pop(model, None)
+
+
+@dataclass
+class Attempts:
+    """How a call went: the model that answered, the failures before it, and timings."""
+
+    choice: Choice
+    started_s: float = field(default_factory=time.perf_counter)
+    errors: list[UpstreamError] = field(default_factory=list)
+    model: str | None = None
+    ttft_s: float | None = None
+
+
+class Gateway:
+    """The routing service for one ServeConfig; ``store`` is any object with the Store interface."""
+
+    def __init__(self, config: ServeConfig, store: Any = None, providers: dict[str, Provider] | None = None,
+                 embedder: Any = None):
+        self.config = config
+        self.store = store if store is not None else open_store(config.store)
+        self.providers = providers or {model.name: make_provider(model) for model in config.models}
+        self.learners = RouteLearners(config.routes, config.snapshot_every)
+        self.routes = Routes(config, self.learners, embedder)
+        self.metrics = Metrics()
+        self.health = Health(config.cooldown_s, config.failures_before_cooldown)
+        self.learners.restore(self.store)
+
+    # -- deciding --------------------------------------------------------------------
+    async def decide(self, request: ChatRequest) -> Choice:
+        """The decision for ``request``, recorded in the store (embedding routers run off the event loop)."""
+        args = (request.model, request.text, request.overrides, self.health.unavailable())
+        if self.routes.needs_embedding(request.model):
+            choice = await anyio.to_thread.run_sync(lambda: self.routes.decide(*args))
+        else:
+            choice = self.routes.decide(*args)
+        self.store.record_decision(
+            choice.decision_id, route=choice.route, model=choice.model, learner_key=choice.learner_key,
+            candidates=choice.ranking, probability=choice.probability,
+            scores={"scores": choice.scores, "objective": str(choice.objective), "kind": choice.kind},
+            context=choice.context, created_s=time.time(),
+            prompt=request.text if self.config.store_prompts else None,
+        )
+        self.metrics.decisions.labels(choice.route, choice.model).inc()
+        return choice
+
+    # -- calling -----------------------------------------------------------------------
+    async def complete(self, request: ChatRequest) -> tuple[Choice, dict[str, Any]]:
+        """The answer of the first ranked model that gives one, in OpenAI's wire format."""
+        choice = await self.decide(request)
+        attempts = Attempts(choice)
+        for model in choice.ranking:
+            try:
+                answer = await self.providers[model].complete(self._body(request, model))
+            except UpstreamError as error:
+                self._failed(attempts, model, error)
+                continue
+            self._succeeded(attempts, model)
+            usage = answer.get("usage") or {}
+            text = "".join(message_text(c.get("message") or {}) for c in answer["choices"] if isinstance(c, dict))
+            outcome = self._finish(attempts, request, usage, text, "ok")
+            answer["model"] = model
+            answer["crossroads"] = {**choice.to_dict(), "model": model, "cost_usd": outcome["cost_usd"],
+                                    "fallbacks_used": len(attempts.errors)}
+            return choice, answer
+        self._finish(attempts, request, {}, "", "failed")
+        raise AllModelsFailed(choice, attempts.errors)
+
+    async def stream(self, request: ChatRequest) -> tuple[Choice, AsyncIterator[dict[str, Any]]]:
+        """A stream from the first ranked model that sends its first chunk; later failures end it with an error chunk."""
+        choice = await self.decide(request)
+        attempts = Attempts(choice)
+        for model in choice.ranking:
+            chunks = self.providers[model].stream(self._body(request, model))
+            try:
+                first = await chunks.__anext__()
+            except (UpstreamError, StopAsyncIteration) as error:
+                if isinstance(error, StopAsyncIteration):
+                    error = UpstreamError(model, "malformed", "the stream ended before its first chunk")
+                self._failed(attempts, model, error)
+                continue
+            attempts.ttft_s = time.perf_counter() - attempts.started_s
+            self._succeeded(attempts, model)
+            return choice, self._relay(request, attempts, first, chunks)
+        self._finish(attempts, request, {}, "", "failed")
+        raise AllModelsFailed(choice, attempts.errors)
+
+    async def _relay(self, request: ChatRequest, attempts: Attempts, first: dict[str, Any],
+                     chunks: AsyncIterator[dict[str, Any]]) -> AsyncIterator[dict[str, Any]]:
+        model, texts, usage, status = attempts.model, [], {}, "ok"
+        assert model is not None
+        first["crossroads"] = {**attempts.choice.to_dict(), "model": model, "fallbacks_used": len(attempts.errors)}
+        chunk: dict[str, Any] | None = first
+        try:
+            while chunk is not None:
+                chunk["model"] = model
+                usage = chunk.get("usage") or usage
+                texts.extend((c.get("delta") or {}).get("content") or "" for c in chunk.get("choices") or [])
+                yield chunk
+                chunk = await chunks.__anext__()
+        except StopAsyncIteration:
+            pass
+        except UpstreamError as error:
+            status = "broken"
+            self.metrics.errors.labels(model, error.kind).inc()
+            yield {"error": {"message": f"{error}; the answer above is incomplete", "type": "upstream_error",
+                             "code": "stream_broken"}}
+        finally:
+            self._finish(attempts, request, usage, "".join(texts), status)
+
+    def _body(self, request: ChatRequest, model: str) -> dict[str, Any]:
+        config = self.config.model(model)
+        return {**config.defaults, **request.body, "model": config.upstream_model}
+
+    def _failed(self, attempts: Attempts, model: str, error: UpstreamError) -> None:
+        log.warning("decision %s: %s", attempts.choice.decision_id, error)
+        attempts.errors.append(error)
+        self.health.failed(model)
+        self.metrics.errors.labels(model, error.kind).inc()
+        ranking = attempts.choice.ranking
+        if model != ranking[-1]:
+            self.metrics.fallbacks.labels(model, ranking[ranking.index(model) + 1]).inc()
+
+    def _succeeded(self, attempts: Attempts, model: str) -> None:
+        attempts.model = model
+        self.health.succeeded(model)
+
+    def _finish(self, attempts: Attempts, request: ChatRequest, usage: dict[str, Any], text: str,
+                status: str) -> dict[str, Any]:
+        """Price and time the call, record its outcome and count it in the metrics."""
+        latency_s = time.perf_counter() - attempts.started_s
+        model = attempts.model or attempts.choice.model
+        tokens_in = _count(usage.get("prompt_tokens"))
+        tokens_out = _count(usage.get("completion_tokens"))
+        if status != "failed" and tokens_in is None:  # no usage reported: estimate from the text
+            tokens_in = sum(estimate_tokens(message_text(m)) for m in request.body.get("messages", []))
+        if status != "failed" and tokens_out is None:
+            tokens_out = estimate_tokens(text)
+        cost_usd = None if tokens_in is None else self.config.model(model).cost_usd(tokens_in, tokens_out or 0)
+        error = "; ".join(str(e) for e in attempts.errors) or None
+        self.store.record_outcome(
+            attempts.choice.decision_id, model=model, status=status, cost_usd=cost_usd, latency_s=latency_s,
+            ttft_s=attempts.ttft_s, tokens_in=tokens_in, tokens_out=tokens_out, fallbacks=len(attempts.errors),
+            error=error, response=text if self.config.store_prompts and text else None,
+        )
+        if status != "failed":
+            self.metrics.upstream_latency.labels(model).observe(latency_s)
+            if attempts.ttft_s is not None:
+                self.metrics.time_to_first_token.labels(model).observe(attempts.ttft_s)
+            self.metrics.tokens.labels(model, "in").inc(tokens_in or 0)
+            self.metrics.tokens.labels(model, "out").inc(tokens_out or 0)
+            self.metrics.cost.labels(model).inc(cost_usd or 0.0)
+        return {"cost_usd": cost_usd, "latency_s": latency_s}
+
+    # -- learning -------------------------------------------------------------------------
+    def feedback(self, decision_id: str, reward: float | None = None, quality: float | None = None,
+                 payload: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Store feedback for an earlier decision (durably, before returning) and apply it to the learners."""
+        if not isinstance(decision_id, str) or not decision_id:
+            raise BadRequest("`decision_id` must be the id of an earlier decision (the x-crossroads-decision-id header)",
+                             "decision_id")
+        for name, value in (("reward", reward), ("quality", quality)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
+                                      or not math.isfinite(value)):
+                raise BadRequest(f"`{name}` must be a finite number", name)
+        if quality is not None and not 0.0 <= quality <= 1.0:
+            raise BadRequest("`quality` must lie in [0, 1] (1 = a perfect answer)", "quality")
+        if reward is None and quality is None:
+            raise BadRequest("send `reward` (in [0, 1]) or `quality` (in [0, 1], priced against the route's objective)")
+        decision = self.store.decision(decision_id)
+        if decision is None:
+            raise UnknownDecisionError(decision_id)
+        route = next((r for r in self.config.routes if r.name == decision["route"]), None)
+        learning = route is not None and route.learner is not None
+        if learning and reward is None:
+            reward = self._reward(decision, float(quality))
+        if learning and reward is not None:
+            low, high = learner_class(LearnerSpec.parse(route.learner).name).reward_range or (-math.inf, math.inf)
+            if not low <= reward <= high:
+                raise BadRequest(f"`reward` {reward:g} is outside [{low:g}, {high:g}], the range route "
+                                 f"{route.name!r}'s learner takes", "reward")
+        seq = self.store.add_feedback(decision_id, reward=reward, quality=quality, payload=payload,
+                                      created_s=time.time())
+        self.metrics.feedback.labels(decision["route"]).inc()
+        applied = self.learners.sync(self.store) if learning else 0
+        return {"feedback_id": seq, "decision_id": decision_id, "route": decision["route"], "reward": reward,
+                "learned": bool(learning), "applied": applied}
+
+    def _reward(self, decision: dict[str, Any], quality: float) -> float:
+        details = decision.get("scores") or {}
+        objective = parse_objective(details.get("objective") or "quality=1")
+        outcome = decision.get("outcome") or {}
+        model = outcome.get("model") or decision["model"]
+        config = self.config.model(model)
+        cost_usd = outcome.get("cost_usd")
+        latency_s = outcome.get("latency_s")
+        scale = self.routes.scale(list(decision["candidates"]), objective)
+        return float(LinearReward(objective, scale)(
+            quality,
+            config.nominal_cost_usd if cost_usd is None else cost_usd,
+            (config.expected_latency_s or 0.0) if latency_s is None else latency_s,
+        ))
+
+    async def sync_forever(self) -> None:
+        """Apply other replicas' feedback every ``sync_interval_s`` (a background task of the server)."""
+        while True:
+            await asyncio.sleep(self.config.sync_interval_s)
+            try:
+                await anyio.to_thread.run_sync(self.learners.sync, self.store)
+            except Exception:  # a database hiccup must not end the task; the next round retries
+                log.exception("could not read feedback from the store")
+
+    async def aclose(self) -> None:
+        for provider in self.providers.values():
+            await provider.aclose()
+        self.learners.snapshot(self.store)
+        self.store.close()
+
+
+def _count(value: Any) -> int | None:
+    return int(value) if isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0 else None
+

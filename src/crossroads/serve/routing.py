@@ -1,0 +1,224 @@
+"""Deciding which model answers a request: the route it names, its candidates, and their order.
+
+A request's ``model`` is one of
+* a model of the pool: it passes through unrouted;
+* a named route from the config: an online learner, or a trained router deciding by the
+  predicted reward (quality against expected cost and latency, the objective's weights);
+* RouteLLM's ``router-<router>-<threshold>``: the strong model when the router's win
+  probability reaches the threshold, else the weak one.
+Every decision ranks all its candidates, so that a failing model falls back to the next.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from crossroads.data.pricing import estimate_tokens
+from crossroads.decisions import parse_routellm_model, route_strong_weak
+from crossroads.errors import CrossroadsError
+from crossroads.evaluate.simulate import LearnerSpec
+from crossroads.online import learner_class
+from crossroads.online.objective import LinearReward, Objective, PoolScale
+from crossroads.serve.config import NOMINAL_TOKENS_OUT, ModelConfig, RouteConfig, ServeConfig
+from crossroads.serve.learning import RouteLearners
+from crossroads.serve.requests import BadRequest, Overrides
+
+
+class UnknownRoute(BadRequest):
+    """The request's ``model`` is neither a model, a route, nor a configured router name."""
+
+
+@dataclass
+class Choice:
+    """A routing decision: ``ranking[0]`` answers, the others are its fallbacks in order."""
+
+    decision_id: str
+    route: str
+    kind: str  # model, learner, router, routellm
+    ranking: list[str]
+    objective: Objective
+    reason: str
+    learner_key: str | None = None
+    probability: float | None = None
+    scores: dict[str, float] | None = None
+    context: np.ndarray | None = field(default=None, repr=False)
+
+    @property
+    def model(self) -> str:
+        return self.ranking[0]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"decision_id": self.decision_id, "route": self.route, "kind": self.kind, "model": self.model,
+                "fallbacks": self.ranking[1:], "probability": self.probability, "scores": self.scores,
+                "objective": str(self.objective), "reason": self.reason}
+
+
+class Routes:
+    """Resolves a request's ``model`` to a decision, for one ServeConfig."""
+
+    def __init__(self, config: ServeConfig, learners: RouteLearners, embedder: Any = None):
+        self.config = config
+        self.learners = learners
+        self._embedder = embedder
+        self._routes = {route.name: route for route in config.routes}
+        self._routers: dict[str, Any] = {}
+
+    @property
+    def names(self) -> list[str]:
+        """Everything a client may put in ``model``: routes, then models."""
+        return list(self._routes) + self.config.model_names
+
+    def needs_embedding(self, name: str | None) -> bool:
+        target = self._target(name)
+        if isinstance(target, RouteConfig):
+            return target.router_file is not None or self._learner_contextual(target)
+        return isinstance(target, tuple)
+
+    def decide(self, name: str | None, text: str, overrides: Overrides, unavailable: set[str] = frozenset()) -> Choice:
+        """The decision for a request naming ``name`` with routing text ``text``."""
+        target = self._target(name)
+        decision_id = "dec_" + uuid.uuid4().hex
+        if isinstance(target, ModelConfig):
+            objective = overrides.objective or Objective()
+            return Choice(decision_id, target.name, "model", [target.name], objective, "model named directly")
+        if isinstance(target, tuple):
+            return self._routellm(decision_id, name, *target, text, overrides, unavailable)
+        route = target
+        objective = overrides.objective or route.objective
+        candidates = self._candidates(route, text, overrides, unavailable)
+        if route.learner is not None:
+            return self._learn(decision_id, route, candidates, objective, text, overrides)
+        return self._predict(decision_id, route, candidates, objective, text)
+
+    def scale(self, models: list[str], objective: Objective) -> PoolScale:
+        """The pool's cost (and, if weighed, latency) range that rewards are scaled over."""
+        pool = [self.config.model(m) for m in models]
+        latency = None
+        if objective.latency:
+            missing = [m.name for m in pool if m.expected_latency_s is None]
+            if missing:
+                raise CrossroadsError(
+                    f"the objective weighs latency, but models {missing} have no expected_latency_s in the config"
+                )
+            latency = {m.name: float(m.expected_latency_s) for m in pool}
+        return PoolScale.from_models({m.name: m.nominal_cost_usd for m in pool}, latency)
+
+    # -- targets ------------------------------------------------------------------
+    def _target(self, name: str | None) -> ModelConfig | RouteConfig | tuple[str, float]:
+        if name is None:
+            name = self.config.default_route
+            if name is None:
+                raise UnknownRoute(f"the request names no `model` and the config sets no default_route; "
+                                   f"name one of: {', '.join(self.names)}", "model")
+        if name in self._routes:
+            return self._routes[name]
+        if name in self.config.model_names:
+            return self.config.model(name)
+        if name.startswith("router-"):
+            router, threshold = _routellm_name(name)
+            if self.config.routellm is None or router not in self.config.routellm.routers:
+                configured = sorted(self.config.routellm.routers) if self.config.routellm else []
+                raise UnknownRoute(f"model {name!r}: no router {router!r} is configured under routellm.routers "
+                                   f"(configured: {', '.join(configured) or 'none'})", "model")
+            return router, threshold
+        raise UnknownRoute(f"unknown model {name!r}; this server routes: {', '.join(self.names)}", "model")
+
+    def _candidates(self, route: RouteConfig, text: str, overrides: Overrides, unavailable: set[str]) -> list[str]:
+        pool = list(route.models) or self.config.model_names
+        if overrides.allowed_models is not None:
+            unknown = [m for m in overrides.allowed_models if m not in pool]
+            if unknown:
+                raise BadRequest(f"crossroads.allowed_models names {unknown}, not in route {route.name!r} "
+                                 f"({', '.join(pool)})", "crossroads.allowed_models")
+            pool = [m for m in pool if m in overrides.allowed_models]
+        if overrides.max_cost_usd is not None:
+            tokens_in = estimate_tokens(text)
+            affordable = [m for m in pool
+                          if self.config.model(m).cost_usd(tokens_in, NOMINAL_TOKENS_OUT) <= overrides.max_cost_usd]
+            if not affordable:
+                raise BadRequest(f"no model of route {route.name!r} is expected to cost at most "
+                                 f"{overrides.max_cost_usd:g} US$ for this request; raise crossroads.max_cost_usd",
+                                 "crossroads.max_cost_usd")
+            pool = affordable
+        available = [m for m in pool if m not in unavailable]
+        return available or pool  # every candidate cooling down: try them anyway rather than refuse
+
+    # -- deciders -------------------------------------------------------------------
+    def _learn(self, decision_id: str, route: RouteConfig, candidates: list[str], objective: Objective,
+               text: str, overrides: Overrides) -> Choice:
+        key = overrides.session_id if route.key == "session" else None
+        context = self._embed(text) if self._learner_contextual(route) else None
+        decision = self.learners.select(route.name, key, candidates, context)
+        rest = sorted((m for m in candidates if m != decision.model),
+                      key=lambda m: -(decision.scores or {}).get(m, 0.0))
+        reason = (f"{route.learner} chose {decision.model} with probability {decision.probability:.3g}"
+                  + (" (converged)" if decision.converged else ""))
+        return Choice(decision_id, route.name, "learner", [decision.model, *rest], objective, reason,
+                      learner_key=key, probability=decision.probability, scores=decision.scores, context=context)
+
+    def _predict(self, decision_id: str, route: RouteConfig, candidates: list[str], objective: Objective,
+                 text: str) -> Choice:
+        router = self._router(route.router_file)
+        known = [m for m in candidates if m in router.models_]
+        if not known:
+            raise CrossroadsError(f"route {route.name!r}: its router knows none of the candidates {candidates}")
+        quality = router.predict(self._embed(text)[None, :], prompts=[text])[0]
+        tokens_in = estimate_tokens(text)
+        cost = {m: self.config.model(m).cost_usd(tokens_in, NOMINAL_TOKENS_OUT) for m in known}
+        latency = {m: self.config.model(m).expected_latency_s or 0.0 for m in known}
+        reward = LinearReward(objective, self.scale(known, objective))
+        scores = {m: float(reward(float(np.clip(quality[router.model_column(m)], 0, 1)), cost[m], latency[m]))
+                  for m in known}
+        ranking = sorted(known, key=lambda m: (-scores[m], cost[m]))
+        best = ranking[0]
+        reason = (f"highest predicted reward under {objective}: {best} (predicted quality "
+                  f"{quality[router.model_column(best)]:.3f}, expected cost {cost[best]:.2e} US$)")
+        return Choice(decision_id, route.name, "router", ranking, objective, reason, scores=scores)
+
+    def _routellm(self, decision_id: str, name: str, router_name: str, threshold: float, text: str,
+                  overrides: Overrides, unavailable: set[str]) -> Choice:
+        assert self.config.routellm is not None
+        strong, weak = self.config.routellm.strong, self.config.routellm.weak
+        router = self._router(self.config.routellm.routers[router_name])
+        win = float(router.win_probability(self._embed(text)[None, :], strong, weak, prompts=[text])[0])
+        go_strong = bool(route_strong_weak(win, threshold))
+        ranking = [strong, weak] if go_strong else [weak, strong]
+        if overrides.allowed_models is not None:
+            ranking = [m for m in ranking if m in overrides.allowed_models] or ranking
+        reason = f"P({strong} beats {weak}) = {win:.3f} {'>=' if go_strong else '<'} threshold {threshold:g}"
+        return Choice(decision_id, name, "routellm", ranking, overrides.objective or Objective(), reason,
+                      scores={strong: win, weak: 1.0 - win})
+
+    # -- helpers ----------------------------------------------------------------------
+    def _learner_contextual(self, route: RouteConfig) -> bool:
+        return route.learner is not None and learner_class(LearnerSpec.parse(route.learner).name).contextual
+
+    def _embed(self, text: str) -> np.ndarray:
+        if self._embedder is None:
+            from crossroads.embeddings import make_embedder
+
+            self._embedder = make_embedder(self.config.embedder, cache=False)  # cache=False: prompts stay off disk
+        return np.asarray(self._embedder.embed([text])[0], dtype=np.float64)
+
+    def _router(self, path: str) -> Any:
+        if path not in self._routers:
+            from crossroads.routers import load_router
+
+            router = load_router(path)
+            embedder = self._embedder.name if self._embedder is not None else self.config.embedder
+            if router.embedder_ and embedder not in router.embedder_ and router.embedder_ not in embedder:
+                raise CrossroadsError(f"router file {path} was trained on {router.embedder_} embeddings, "
+                                      f"but the server embeds with {embedder}; set `embedder:` to match")
+            self._routers[path] = router
+        return self._routers[path]
+
+
+def _routellm_name(name: str) -> tuple[str, float]:
+    try:
+        return parse_routellm_model(name)
+    except CrossroadsError as error:
+        raise UnknownRoute(str(error), "model") from None
