@@ -9,6 +9,7 @@ the model name in the request, so that one server plays several models:
 * ``malformed``: status 200 with a body that is not JSON;
 * ``break-stream``: streams two chunks, then drops the connection (non-streaming: truncated JSON);
 * ``hang``: never answers;
+* ``echo-key-401``: 401 with the request's Authorization header in the message (as some APIs do);
 * anything else: ``echo: <start of the last message>``, with usage counts.
 
 Run it with ``python -m crossroads.serve.fake_upstream --port 8001``.
@@ -48,6 +49,9 @@ def make_app() -> Starlette:
             return JSONResponse({"error": {"message": f"injected {status}", "type": "injected"}}, status_code=status)
         if model.startswith("flaky-") and seen[model] <= int(model.removeprefix("flaky-")):
             return JSONResponse({"error": {"message": "injected flake", "type": "injected"}}, status_code=500)
+        if model == "echo-key-401":
+            message = f"invalid key {request.headers.get('authorization')}"
+            return JSONResponse({"error": {"message": message, "type": "auth"}}, status_code=401)
         if model == "hang":
             await asyncio.sleep(3600)
         if model == "malformed":

@@ -21,7 +21,7 @@ from crossroads.errors import CrossroadsError
 from crossroads.online import learner_class
 from crossroads.online.objective import LinearReward, parse_objective
 from crossroads.evaluate.simulate import LearnerSpec
-from crossroads.serve.config import ServeConfig
+from crossroads.serve.config import NOMINAL_TOKENS_IN, NOMINAL_TOKENS_OUT, ServeConfig
 from crossroads.serve.learning import RouteLearners
 from crossroads.serve.metrics import Metrics
 from crossroads.serve.providers import Provider, UpstreamError, make_provider
@@ -251,17 +251,21 @@ class Gateway:
                 "learned": bool(learning), "applied": applied}
 
     def _reward(self, decision: dict[str, Any], quality: float) -> float:
+        """The route objective's reward of ``quality`` at the cost and latency the call had.
+
+        Cost is scaled over what each candidate would have charged for the same token
+        counts; a decision never carried out (``/v1/route``) is priced at nominal counts.
+        """
         details = decision.get("scores") or {}
         objective = parse_objective(details.get("objective") or "quality=1")
         outcome = decision.get("outcome") or {}
-        model = outcome.get("model") or decision["model"]
-        config = self.config.model(model)
-        cost_usd = outcome.get("cost_usd")
+        config = self.config.model(outcome.get("model") or decision["model"])
+        tokens_in = outcome.get("tokens_in") or NOMINAL_TOKENS_IN
+        tokens_out = outcome.get("tokens_out") or NOMINAL_TOKENS_OUT
         latency_s = outcome.get("latency_s")
-        scale = self.routes.scale(list(decision["candidates"]), objective)
+        scale = self.routes.scale(list(decision["candidates"]), objective, tokens_in, tokens_out)
         return float(LinearReward(objective, scale)(
-            quality,
-            config.nominal_cost_usd if cost_usd is None else cost_usd,
+            quality, config.cost_usd(tokens_in, tokens_out),
             (config.expected_latency_s or 0.0) if latency_s is None else latency_s,
         ))
 

@@ -23,7 +23,7 @@ from crossroads.errors import CrossroadsError
 from crossroads.evaluate.simulate import LearnerSpec
 from crossroads.online import learner_class
 from crossroads.online.objective import LinearReward, Objective, PoolScale
-from crossroads.serve.config import NOMINAL_TOKENS_OUT, ModelConfig, RouteConfig, ServeConfig
+from crossroads.serve.config import NOMINAL_TOKENS_IN, NOMINAL_TOKENS_OUT, ModelConfig, RouteConfig, ServeConfig
 from crossroads.serve.learning import RouteLearners
 from crossroads.serve.requests import BadRequest, Overrides
 
@@ -94,8 +94,9 @@ class Routes:
             return self._learn(decision_id, route, candidates, objective, text, overrides)
         return self._predict(decision_id, route, candidates, objective, text)
 
-    def scale(self, models: list[str], objective: Objective) -> PoolScale:
-        """The pool's cost (and, if weighed, latency) range that rewards are scaled over."""
+    def scale(self, models: list[str], objective: Objective, tokens_in: float = NOMINAL_TOKENS_IN,
+              tokens_out: float = NOMINAL_TOKENS_OUT) -> PoolScale:
+        """The range over ``models`` of what a request of these token counts costs (and, if weighed, takes)."""
         pool = [self.config.model(m) for m in models]
         latency = None
         if objective.latency:
@@ -105,7 +106,7 @@ class Routes:
                     f"the objective weighs latency, but models {missing} have no expected_latency_s in the config"
                 )
             latency = {m.name: float(m.expected_latency_s) for m in pool}
-        return PoolScale.from_models({m.name: m.nominal_cost_usd for m in pool}, latency)
+        return PoolScale.from_models({m.name: m.cost_usd(tokens_in, tokens_out) for m in pool}, latency)
 
     # -- targets ------------------------------------------------------------------
     def _target(self, name: str | None) -> ModelConfig | RouteConfig | tuple[str, float]:
@@ -170,7 +171,7 @@ class Routes:
         tokens_in = estimate_tokens(text)
         cost = {m: self.config.model(m).cost_usd(tokens_in, NOMINAL_TOKENS_OUT) for m in known}
         latency = {m: self.config.model(m).expected_latency_s or 0.0 for m in known}
-        reward = LinearReward(objective, self.scale(known, objective))
+        reward = LinearReward(objective, self.scale(known, objective, tokens_in))
         scores = {m: float(reward(float(np.clip(quality[router.model_column(m)], 0, 1)), cost[m], latency[m]))
                   for m in known}
         ranking = sorted(known, key=lambda m: (-scores[m], cost[m]))
