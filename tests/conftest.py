@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 import pytest
+from postgres_server import PostgresServer
 
 from crossroads.paths import shared_data_dir
 
@@ -22,3 +23,13 @@ def real_data():
     if not (root / "routellm").is_dir():
         pytest.skip(f"real shared data not found at {root.resolve()}; set CROSSROADS_DATA to its location")
     return root
+
+
+@pytest.fixture(scope="session")
+def postgres_url():
+    """A PostgreSQL server started for this test session; skips when PostgreSQL is not installed."""
+    reason = PostgresServer.available()
+    if reason is not None:
+        pytest.skip(reason)
+    with PostgresServer() as server:
+        yield server.url

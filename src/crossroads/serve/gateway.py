@@ -86,6 +86,7 @@ class Gateway:
         self.providers = providers or {model.name: make_provider(model) for model in config.models}
         self.learners = RouteLearners(config.routes, config.snapshot_every)
         self.routes = Routes(config, self.learners, embedder)
+        self.routes.load_routers()
         self.metrics = Metrics()
         self.health = Health(config.cooldown_s, config.failures_before_cooldown)
         self.learners.restore(self.store)

@@ -198,22 +198,32 @@ class Routes:
     def _learner_contextual(self, route: RouteConfig) -> bool:
         return route.learner is not None and learner_class(LearnerSpec.parse(route.learner).name).contextual
 
-    def _embed(self, text: str) -> np.ndarray:
+    def load_routers(self) -> None:
+        """Load every router file the config names now, so that a wrong file fails at start-up."""
+        files = [route.router_file for route in self.config.routes if route.router_file]
+        files += list(self.config.routellm.routers.values()) if self.config.routellm else []
+        for path in files:
+            self._router(path)
+
+    def _embedder_(self) -> Any:
         if self._embedder is None:
             from crossroads.embeddings import make_embedder
 
             self._embedder = make_embedder(self.config.embedder, cache=False)  # cache=False: prompts stay off disk
-        return np.asarray(self._embedder.embed([text])[0], dtype=np.float64)
+        return self._embedder
+
+    def _embed(self, text: str) -> np.ndarray:
+        return np.asarray(self._embedder_().embed([text])[0], dtype=np.float64)
 
     def _router(self, path: str) -> Any:
         if path not in self._routers:
             from crossroads.routers import load_router
 
             router = load_router(path)
-            embedder = self._embedder.name if self._embedder is not None else self.config.embedder
-            if router.embedder_ and embedder not in router.embedder_ and router.embedder_ not in embedder:
-                raise CrossroadsError(f"router file {path} was trained on {router.embedder_} embeddings, "
-                                      f"but the server embeds with {embedder}; set `embedder:` to match")
+            embedder = self._embedder_().name
+            if router.embedder_ and router.embedder_ != embedder:
+                raise CrossroadsError(f"router file {path} was trained on {router.embedder_} embeddings, but the "
+                                      f"server embeds with {embedder}; set the config's `embedder:` to match")
             self._routers[path] = router
         return self._routers[path]
 

@@ -1,0 +1,372 @@
+"""Durable storage for the routing server: decisions, outcomes, feedback and learner state.
+
+SQLite (a file, the default) or PostgreSQL (shared by several server processes).
+Decisions and outcomes go through a queue to one background writer thread that
+commits them in batches, so recording costs the request path microseconds; feedback
+and learner state are written synchronously, committed before the call returns.
+The SQL that differs between the two databases lives in :mod:`crossroads.serve.store_sql`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import queue
+import threading
+import time
+from itertools import groupby
+from typing import Any, Self
+
+import numpy as np
+
+from crossroads.errors import CrossroadsError
+from crossroads.serve.store_sql import Database, connect
+
+log = logging.getLogger(__name__)
+
+#: A missing feedback ``seq`` older than this (by the database clock) is taken for a rolled-back insert.
+GAP_TIMEOUT_S = 5.0
+#: Most queued rows the writer commits in one transaction.
+WRITER_BATCH = 500
+#: Most rows waiting for the writer; recording blocks beyond this rather than grow without bound.
+WRITER_QUEUE_ROWS = 100_000
+
+#: Schema steps in order; step ``i`` brings the schema to version ``i + 1``.  The type names in
+#: braces are filled in per database (see ``Database.types``).  Append new steps; never edit old ones.
+MIGRATIONS: list[list[str]] = [
+    [
+        """CREATE TABLE decisions (
+            decision_id TEXT PRIMARY KEY, route TEXT NOT NULL, model TEXT NOT NULL, learner_key TEXT,
+            candidates TEXT NOT NULL, probability {float}, scores TEXT, context {blob},
+            created_s {float} NOT NULL, prompt TEXT)""",
+        """CREATE TABLE outcomes (
+            decision_id TEXT PRIMARY KEY, model TEXT NOT NULL, status TEXT NOT NULL, cost_usd {float},
+            latency_s {float}, ttft_s {float}, tokens_in BIGINT, tokens_out BIGINT,
+            fallbacks INTEGER NOT NULL, error TEXT, response TEXT, created_s {float} NOT NULL)""",
+        """CREATE TABLE feedback (
+            seq {seq_pk}, decision_id TEXT NOT NULL, reward {float}, quality {float}, payload TEXT,
+            created_s {float} NOT NULL, stored_s {float} NOT NULL DEFAULT ({now_s}))""",
+        "CREATE INDEX feedback_decision_id ON feedback (decision_id)",
+        """CREATE TABLE learner_state (
+            key TEXT PRIMARY KEY, state TEXT NOT NULL, cursor BIGINT NOT NULL, saved_s {float} NOT NULL)""",
+    ],
+]
+
+TABLES = ("decisions", "outcomes", "feedback", "learner_state")
+_DECISION_COLUMNS = "decision_id, route, model, learner_key, candidates, probability, scores, context, created_s, prompt"
+_OUTCOME_COLUMNS = (
+    "model, status, cost_usd, latency_s, ttft_s, tokens_in, tokens_out, fallbacks, error, response, created_s"
+)
+_INSERT_DECISION = f"INSERT INTO decisions ({_DECISION_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+_UPSERT_OUTCOME = (
+    f"INSERT INTO outcomes (decision_id, {_OUTCOME_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+    "ON CONFLICT (decision_id) DO UPDATE SET "
+    + ", ".join(f"{c} = excluded.{c}" for c in _OUTCOME_COLUMNS.split(", "))
+)
+_STOP = object()
+
+
+class UnknownDecisionError(CrossroadsError):
+    """Feedback names a decision the store has never recorded."""
+
+    def __init__(self, decision_id: str):
+        self.decision_id = decision_id
+        super().__init__(
+            f"unknown decision {decision_id!r}: feedback must name the decision_id returned with a routed response"
+        )
+
+
+def open_store(url: str) -> Store:
+    """The store at ``url`` with its schema brought up to date (see ``store_sql.URL_FORMS``)."""
+    return Store(connect(url))
+
+
+class Store:
+    """Decisions, outcomes, feedback and learner state in one database; safe to share between threads.
+
+    Use as a context manager, or call :meth:`close`: decisions still queued are written then.
+    """
+
+    def __init__(self, db: Database):
+        self._db = db
+        try:
+            self.schema_version = migrate(db)
+            self._writer_db = db.writer()
+        except BaseException:
+            db.close()
+            raise
+        self._queue: queue.Queue[Any] = queue.Queue(maxsize=WRITER_QUEUE_ROWS)
+        self._put_lock = threading.Lock()
+        self._closed = False
+        self._writer = threading.Thread(target=self._write_loop, name="crossroads-store-writer", daemon=True)
+        self._writer.start()
+
+    # -- decisions and outcomes (queued) -------------------------------------------------
+    def record_decision(
+        self,
+        decision_id: str,
+        *,
+        route: str,
+        model: str,
+        learner_key: str | None,
+        candidates: list[str],
+        probability: float | None,
+        scores: dict | None,
+        context: np.ndarray | None,
+        created_s: float,
+        prompt: str | None = None,
+    ) -> None:
+        """Queue a decision; ``context`` (the prompt embedding) is kept as float32, ``prompt`` only if given."""
+        blob = None if context is None else np.asarray(context, dtype=np.float32).ravel().tobytes()
+        scores_json = None if scores is None else _dumps(scores)
+        row = (decision_id, route, model, learner_key, _dumps(list(candidates)), _float(probability), scores_json,
+               blob, float(created_s), prompt)
+        self._put((_INSERT_DECISION, row))
+
+    def record_outcome(
+        self,
+        decision_id: str,
+        *,
+        model: str,
+        status: str,
+        cost_usd: float | None,
+        latency_s: float | None,
+        ttft_s: float | None,
+        tokens_in: int | None,
+        tokens_out: int | None,
+        fallbacks: int,
+        error: str | None = None,
+        response: str | None = None,
+    ) -> None:
+        """Queue what happened to a decision; ``model`` answered it (after ``fallbacks`` fallbacks).
+
+        A second outcome for the same decision replaces the first.
+        """
+        row = (decision_id, model, status, _float(cost_usd), _float(latency_s), _float(ttft_s),
+               _int(tokens_in), _int(tokens_out), int(fallbacks), error, response, time.time())
+        self._put((_UPSERT_OUTCOME, row))
+
+    def flush(self) -> None:
+        """Wait until every decision and outcome queued before this call is committed."""
+        done = threading.Event()
+        with self._put_lock:
+            if self._closed:
+                return
+            self._queue.put(done)
+        done.wait()
+
+    def decision(self, decision_id: str) -> dict | None:
+        """A recorded decision with its ``outcome`` (or ``None``); ``None`` if there is no such decision."""
+        self.flush()
+        rows = self._db.execute(
+            f"SELECT {_prefixed('d', _DECISION_COLUMNS)}, o.decision_id, {_prefixed('o', _OUTCOME_COLUMNS)} "
+            "FROM decisions d LEFT JOIN outcomes o ON o.decision_id = d.decision_id WHERE d.decision_id = ?",
+            (decision_id,),
+        )
+        if not rows:
+            return None
+        row = rows[0]
+        decision = dict(zip(_DECISION_COLUMNS.split(", "), row[:10]))
+        decision["candidates"] = json.loads(decision["candidates"])
+        decision["scores"] = _loads(decision["scores"])
+        decision["context"] = _context(decision["context"])
+        decision["outcome"] = None if row[10] is None else dict(zip(_OUTCOME_COLUMNS.split(", "), row[11:]))
+        return decision
+
+    # -- feedback (synchronous) ----------------------------------------------------------
+    def add_feedback(
+        self, decision_id: str, *, reward: float | None, quality: float | None, payload: dict | None, created_s: float
+    ) -> int:
+        """Store feedback on a decision, committed to disk before returning; its sequence number.
+
+        More than one feedback per decision is kept (one row each); what that means is the caller's call.
+        """
+        if not self._known(decision_id):
+            self.flush()  # the decision may still be waiting in the writer's queue
+            if not self._known(decision_id):
+                raise UnknownDecisionError(decision_id)
+        payload_json = None if payload is None else _dumps(payload)
+        return self._db.insert_returning_seq(
+            "INSERT INTO feedback (decision_id, reward, quality, payload, created_s) VALUES (?, ?, ?, ?, ?)",
+            (decision_id, _float(reward), _float(quality), payload_json, float(created_s)),
+        )
+
+    def feedback_since(self, cursor: int, limit: int = 1000) -> tuple[list[dict], int]:
+        """Feedback with ``seq > cursor`` in ``seq`` order, joined with its decision; and the new cursor.
+
+        Each row has ``seq, decision_id, reward, quality, payload, created_s`` and the decision's
+        ``route, learner_key, context`` and ``model`` (the model that answered, if there is an outcome).
+
+        Sequence numbers are taken when a row is inserted but become visible when it commits, so
+        with concurrent writers (PostgreSQL) ``seq`` 7 can appear after 8 was read.  The cursor
+        therefore never moves past a missing ``seq``: rows after a gap are held back until the
+        gap fills, or until the first row after it was stored ``GAP_TIMEOUT_S`` ago by the
+        database's clock; then the missing row is taken for a rolled-back insert and skipped.
+        (A feedback insert commits within milliseconds, so one still open after 5 s has failed; a row
+        that did commit later than that would be missed by readers already past it.)
+        """
+        if limit < 1:
+            raise CrossroadsError(f"limit must be at least 1, got {limit}")
+        rows = self._db.execute(
+            "SELECT f.seq, f.decision_id, f.reward, f.quality, f.payload, f.created_s, f.stored_s, "
+            "d.route, COALESCE(o.model, d.model), d.learner_key, d.context FROM feedback f "
+            "LEFT JOIN decisions d ON d.decision_id = f.decision_id "
+            "LEFT JOIN outcomes o ON o.decision_id = f.decision_id "
+            "WHERE f.seq > ? ORDER BY f.seq LIMIT ?",
+            (int(cursor), int(limit)),
+        )
+        feedback: list[dict] = []
+        now_s: float | None = None
+        for seq, decision_id, reward, quality, payload, created_s, stored_s, route, model, key, context in rows:
+            if seq != cursor + 1:
+                now_s = self._db.now_s() if now_s is None else now_s
+                if stored_s > now_s - GAP_TIMEOUT_S:
+                    break
+                log.warning("feedback seq %d..%d never committed; skipping them", cursor + 1, seq - 1)
+            feedback.append({"seq": seq, "decision_id": decision_id, "reward": reward, "quality": quality,
+                             "payload": _loads(payload), "created_s": created_s, "route": route,
+                             "model": model, "learner_key": key, "context": _context(context)})
+            cursor = seq
+        return feedback, cursor
+
+    # -- learner state (synchronous) -----------------------------------------------------
+    def save_learner_state(self, key: str, state: dict, cursor: int) -> None:
+        """Keep a learner's state (JSON) and the feedback cursor it has seen up to; replaces the old one."""
+        self._db.execute(
+            "INSERT INTO learner_state (key, state, cursor, saved_s) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT (key) DO UPDATE SET state = excluded.state, cursor = excluded.cursor, "
+            "saved_s = excluded.saved_s",
+            (key, _dumps(state), int(cursor), time.time()),
+        )
+
+    def load_learner_state(self, key: str) -> tuple[dict, int] | None:
+        """The state saved under ``key`` and its cursor, or ``None``."""
+        rows = self._db.execute("SELECT state, cursor FROM learner_state WHERE key = ?", (key,))
+        return (json.loads(rows[0][0]), int(rows[0][1])) if rows else None
+
+    # -- housekeeping --------------------------------------------------------------------
+    def counts(self) -> dict[str, int]:
+        """Rows per table (after the queue is written)."""
+        self.flush()
+        return {table: int(self._db.execute(f"SELECT COUNT(*) FROM {table}")[0][0]) for table in TABLES}
+
+    def close(self) -> None:
+        """Write what is queued, stop the writer and close the connections; safe to call twice."""
+        with self._put_lock:
+            if self._closed:
+                return
+            self._closed = True
+            self._queue.put(_STOP)
+        self._writer.join()
+        if self._writer_db is not self._db:
+            self._writer_db.close()
+        self._db.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- internals -----------------------------------------------------------------------
+    def _known(self, decision_id: str) -> bool:
+        return bool(self._db.execute("SELECT 1 FROM decisions WHERE decision_id = ?", (decision_id,)))
+
+    def _put(self, item: tuple[str, tuple]) -> None:
+        with self._put_lock:
+            if self._closed:
+                raise CrossroadsError("the store is closed; open a new one to record more")
+            self._queue.put(item)
+
+    def _write_loop(self) -> None:
+        """The writer thread: commit whatever is queued in one transaction, then wake waiting flushes."""
+        while True:
+            batch = [self._queue.get()]
+            while len(batch) < WRITER_BATCH:
+                try:
+                    batch.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            rows = [item for item in batch if isinstance(item, tuple)]
+            if rows:
+                self._write(rows)
+            for item in batch:
+                if isinstance(item, threading.Event):
+                    item.set()
+            if any(item is _STOP for item in batch):
+                return
+
+    def _write(self, rows: list[tuple[str, tuple]]) -> None:
+        """Commit ``rows`` together; if that fails, one by one, dropping (and logging) the ones that fail."""
+        try:
+            with self._writer_db.transaction() as db:
+                for sql, group in groupby(rows, key=lambda item: item[0]):
+                    db.executemany(sql, [params for _, params in group])
+            return
+        except Exception as e:  # noqa: BLE001 (the writer thread must outlive any bad row or lost connection)
+            log.debug("store: batch of %d rows failed (%s); retrying them one by one", len(rows), e)
+        failed: list[Exception] = []
+        for sql, params in rows:
+            try:
+                with self._writer_db.transaction() as db:
+                    db.execute(sql, params)
+            except Exception as e:  # noqa: BLE001 (logged below)
+                failed.append(e)
+        if failed:
+            log.error("store: dropped %d of %d queued rows; first error: %s", len(failed), len(rows), failed[0])
+
+
+def migrate(db: Database) -> int:
+    """Apply the missing :data:`MIGRATIONS` in one transaction; the schema version reached.
+
+    Refuses a database whose version is newer than this code knows.
+    """
+    with db.transaction():
+        db.lock_migrations()
+        db.execute(
+            f"CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_s {db.types['float']})"
+        )
+        version = int(db.execute("SELECT COALESCE(MAX(version), 0) FROM schema_migrations")[0][0])
+        if version > len(MIGRATIONS):
+            raise CrossroadsError(
+                f"the store {db.label} has schema version {version}, created by a newer crossroads; upgrade "
+                f"crossroads to use it (this one knows versions up to {len(MIGRATIONS)})"
+            )
+        for number, steps in enumerate(MIGRATIONS[version:], start=version + 1):
+            for sql in steps:
+                db.execute(sql.format(**db.types))
+            db.execute("INSERT INTO schema_migrations (version, applied_s) VALUES (?, ?)", (number, time.time()))
+            log.info("store: applied schema migration %d", number)
+    return len(MIGRATIONS)
+
+
+def _prefixed(alias: str, columns: str) -> str:
+    return ", ".join(f"{alias}.{c}" for c in columns.split(", "))
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, default=_json_default)
+
+
+def _json_default(value: Any) -> Any:
+    """numpy scalars and arrays in scores or payloads become plain JSON numbers and lists."""
+    if isinstance(value, np.generic | np.ndarray):
+        return value.tolist()
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+def _loads(text: str | None) -> Any:
+    return None if text is None else json.loads(text)
+
+
+def _context(blob: bytes | None) -> np.ndarray | None:
+    return None if blob is None else np.frombuffer(blob, dtype=np.float32).astype(np.float64)
+
+
+def _float(value: float | None) -> float | None:
+    return None if value is None else float(value)
+
+
+def _int(value: int | None) -> int | None:
+    return None if value is None else int(value)
+

@@ -1,0 +1,76 @@
+"""Trained routers behind the server: named routes with a router file, and RouteLLM's router-<router>-<threshold>."""
+
+from __future__ import annotations
+
+import numpy as np
+import openai
+import pytest
+
+from crossroads.data.dataset import ModelInfo, RoutingDataset
+from crossroads.embeddings import make_embedder
+from crossroads.routers import make_router
+from crossroads.serve.config import parse_config
+from crossroads.serve.fake_upstream import FakeUpstream
+from crossroads.serve.gateway import Gateway
+from serve_helpers import ServerThread
+
+MATH = ["What is 17 times 23?", "Solve for x: 3x + 5 = 20.", "What is the square root of 144?",
+        "Compute 15% of 240.", "How many minutes are in 7.5 hours?", "What is 2 to the power of 10?",
+        "Divide 1,001 by 7.", "What is the derivative of x squared?"]
+POETRY = ["Write a haiku about autumn leaves.", "Compose a short poem about the sea.",
+          "Write a limerick about a cat.", "Give me a sonnet about lost love.", "A poem about the moon, please.",
+          "Write verses about a quiet morning.", "Compose a rhyme about rain.", "Write an ode to coffee."]
+
+
+@pytest.fixture(scope="module")
+def router_file(tmp_path_factory):
+    """A knn router trained on real embeddings: `big` answers math well, `small` answers poems well."""
+    prompts = MATH + POETRY
+    quality = np.array([[1.0, 0.0]] * len(MATH) + [[0.0, 1.0]] * len(POETRY))
+    dataset = RoutingDataset(query_ids=[f"q{i}" for i in range(len(prompts))], prompts=prompts,
+                             categories=["math"] * len(MATH) + ["poetry"] * len(POETRY),
+                             sources=["test"] * len(prompts), models=[ModelInfo("big", 10, 30), ModelInfo("small", 0.1, 0.3)],
+                             quality=quality, cost_usd=np.tile([1e-2, 1e-4], (len(prompts), 1)))
+    embedder = make_embedder("minilm-onnx", cache=False)
+    router = make_router("knn", k=3).fit(dataset, embedder.embed(prompts), embedder=embedder.name)
+    return router.save(tmp_path_factory.mktemp("routers") / "knn.npz")
+
+
+@pytest.fixture(scope="module")
+def server(router_file, tmp_path_factory):
+    with FakeUpstream() as upstream:
+        models = [{"name": name, "base_url": upstream.base_url, "upstream_model": "echo", "max_retries": 0,
+                   "price_per_mtok_in": price, "price_per_mtok_out": 3 * price} for name, price in (("big", 10), ("small", 0.1))]
+        config = parse_config({
+            "models": models,
+            "routes": {"best": {"router_file": str(router_file), "objective": "quality=1"},
+                       "thrifty": {"router_file": str(router_file), "objective": "quality=1,cost=5"}},
+            "routellm": {"strong": "big", "weak": "small", "routers": {"knn": str(router_file)}},
+            "store": f"sqlite:///{tmp_path_factory.mktemp('store')}/store.db",
+        })
+        with ServerThread(Gateway(config)) as running:
+            yield running
+
+
+def ask(server, route, prompt):
+    client = openai.OpenAI(base_url=server.url + "/v1", api_key="none", max_retries=0)
+    return client.chat.completions.create(model=route, messages=[{"role": "user", "content": prompt}])
+
+
+def test_router_route_sends_each_prompt_to_the_model_predicted_best(server):
+    assert ask(server, "best", "What is 12 times 12?").model == "big"
+    assert ask(server, "best", "Write a short poem about snow.").model == "small"
+
+
+def test_cost_weight_moves_the_router_route_to_the_cheaper_model(server):
+    answer = ask(server, "thrifty", "What is 12 times 12?")
+    assert answer.model == "small"
+    assert answer.crossroads["scores"]["small"] > answer.crossroads["scores"]["big"]
+
+
+@pytest.mark.parametrize("threshold, math_model", [("0.3", "big"), ("0.99", "small")])
+def test_routellm_names_route_by_win_probability_and_threshold(server, threshold, math_model):
+    answer = ask(server, f"router-knn-{threshold}", "What is 12 times 12?")
+    assert answer.model == math_model
+    assert answer.crossroads["kind"] == "routellm" and "threshold" in answer.crossroads["reason"]
+    assert ask(server, f"router-knn-{threshold}", "Write a short poem about snow.").model == "small"
