@@ -31,6 +31,9 @@ from crossroads.serve.store import UnknownDecisionError, open_store
 
 log = logging.getLogger("crossroads.serve")
 
+#: Decisions are written in batches; feedback sent to another replica may arrive before its decision is committed.
+DECISION_WAIT_S = 1.0
+
 
 class AllModelsFailed(CrossroadsError):
     """Every model a decision ranked failed; ``errors`` holds each one's UpstreamError."""
@@ -84,7 +87,7 @@ class Gateway:
         self.config = config
         self.store = store if store is not None else open_store(config.store)
         self.providers = providers or {model.name: make_provider(model) for model in config.models}
-        self.learners = RouteLearners(config.routes, config.snapshot_every)
+        self.learners = RouteLearners(config.routes, config.model_names, config.snapshot_every)
         self.routes = Routes(config, self.learners, embedder)
         self.routes.load_routers()
         self.metrics = Metrics()
@@ -232,9 +235,7 @@ class Gateway:
             raise BadRequest("`quality` must lie in [0, 1] (1 = a perfect answer)", "quality")
         if reward is None and quality is None:
             raise BadRequest("send `reward` (in [0, 1]) or `quality` (in [0, 1], priced against the route's objective)")
-        decision = self.store.decision(decision_id)
-        if decision is None:
-            raise UnknownDecisionError(decision_id)
+        decision = self._stored_decision(decision_id)
         route = next((r for r in self.config.routes if r.name == decision["route"]), None)
         learning = route is not None and route.learner is not None
         if learning and reward is None:
@@ -250,6 +251,15 @@ class Gateway:
         applied = self.learners.sync(self.store) if learning else 0
         return {"feedback_id": seq, "decision_id": decision_id, "route": decision["route"], "reward": reward,
                 "learned": bool(learning), "applied": applied}
+
+    def _stored_decision(self, decision_id: str) -> dict[str, Any]:
+        """The decision from the store, waiting up to ``DECISION_WAIT_S`` for another replica's writer to commit it."""
+        deadline = time.monotonic() + DECISION_WAIT_S
+        while (decision := self.store.decision(decision_id)) is None:
+            if time.monotonic() > deadline:
+                raise UnknownDecisionError(decision_id)
+            time.sleep(0.05)
+        return decision
 
     def _reward(self, decision: dict[str, Any], quality: float) -> float:
         """The route objective's reward of ``quality`` at the cost and latency the call had.

@@ -29,8 +29,9 @@ SHARED_KEY = "*"
 class RouteLearners:
     """One learner (or one per session) for each learner route."""
 
-    def __init__(self, routes: Sequence[RouteConfig], snapshot_every: int = 50):
+    def __init__(self, routes: Sequence[RouteConfig], pool: Sequence[str], snapshot_every: int = 50):
         self.snapshot_every = snapshot_every
+        self._pools = {route.name: list(route.models or pool) for route in routes}
         self._keyed: dict[str, KeyedLearners] = {}
         self._cursors: dict[str, int] = {}  # per route: the feedback seq applied up to
         self._since_snapshot = 0
@@ -103,8 +104,10 @@ class RouteLearners:
         learner = self.learner(route, row.get("learner_key"))
         model = row["model"]
         if model not in learner.models:
-            log.warning("feedback %s names model %r, which route %r no longer has; skipped", row["seq"], model, route)
-            return 0
+            if model not in self._pools[route]:
+                log.warning("feedback %s names model %r, which route %r does not have; skipped", row["seq"], model, route)
+                return 0
+            learner.add_model(model)  # another replica's learner chose it first
         context = row.get("context") if learner.contextual else None
         if learner.contextual and context is None:
             log.warning("feedback %s has no stored context for contextual route %r; skipped", row["seq"], route)
