@@ -1,0 +1,113 @@
+"""Server configuration and request parsing: every mistake names its key and what would be accepted."""
+
+from __future__ import annotations
+
+import pytest
+
+from crossroads.errors import CrossroadsError
+from crossroads.serve.config import load_config, parse_config
+from crossroads.serve.defaults import default_config
+from crossroads.serve.requests import BadRequest, parse_chat_request
+
+MODELS = [{"name": "a", "price_per_mtok_in": 1.0}, {"name": "b"}]
+
+
+def test_a_full_config_round_trips_from_yaml(tmp_path):
+    path = tmp_path / "crossroads.yaml"
+    path.write_text("""
+models:
+  - {name: gpt-4o, api_key_env: OPENAI_API_KEY, price_per_mtok_in: 2.5, price_per_mtok_out: 10}
+  - {name: local, base_url: "http://127.0.0.1:8080/v1", upstream_model: gemma, defaults: {max_tokens: 64}}
+routes:
+  auto: {learner: "thompson:discount=0.99", objective: "quality=1,cost=0.5", key: session}
+  cheap: {learner: ucb, models: [local]}
+default_route: auto
+store: sqlite:///x.db
+security: {api_keys_env: MY_KEYS, max_body_bytes: 5000}
+""")
+    config = load_config(path)
+    assert config.model_names == ["gpt-4o", "local"]
+    assert config.model("gpt-4o").upstream_model == "gpt-4o"  # defaults to the name
+    assert config.model("local").defaults == {"max_tokens": 64}
+    assert config.routes[0].objective.cost == 0.5 and config.routes[0].key == "session"
+    assert config.routes[1].models == ("local",)
+    assert config.security.max_body_bytes == 5000
+
+
+@pytest.mark.parametrize("raw, fragment", [
+    ({"models": []}, "`models` is empty"),
+    ({"models": [{"name": "a"}, {"name": "a"}]}, "more than once"),
+    ({"models": [{"price_per_mtok_in": 1}]}, "needs a `name`"),
+    ({"models": [{"name": "a", "colour": "red"}]}, "unknown keys ['colour']"),
+    ({"models": [{"name": "a", "provider": "acme"}]}, "provider must be one of"),
+    ({"models": [{"name": "a", "price_per_mtok_in": -1}]}, "price_per_mtok_in must be a number >= 0"),
+    ({"models": [{"name": "a", "api_key_env": "sk-abc123 456"}]}, "NAME of an environment variable"),
+    ({"models": MODELS, "routes": {"r": {}}}, "exactly one of `learner` or `router_file`"),
+    ({"models": MODELS, "routes": {"r": {"learner": "bandit9000"}}}, "unknown online learner"),
+    ({"models": MODELS, "routes": {"r": {"learner": "ucb", "models": ["zz"]}}}, "names model 'zz'"),
+    ({"models": MODELS, "routes": {"a": {"learner": "ucb"}}}, "has the name of a model"),
+    ({"models": MODELS, "routes": {"r": {"learner": "ucb", "objective": "speed=1"}}}, "unknown weight"),
+    ({"models": MODELS, "default_route": "nowhere"}, "default_route 'nowhere'"),
+    ({"models": MODELS, "routellm": {"strong": "a", "weak": "zz"}}, "routellm.weak"),
+    ({"models": MODELS, "route_on": "vibes"}, "route_on must be one of"),
+    ({"models": MODELS, "security": {"keys": "x"}}, "security has unknown keys"),
+])
+def test_config_mistakes_are_named(raw, fragment):
+    with pytest.raises(CrossroadsError) as caught:
+        parse_config(raw)
+    assert fragment in str(caught.value)
+
+
+def test_config_file_errors_name_the_file(tmp_path):
+    with pytest.raises(CrossroadsError, match="does not exist"):
+        load_config(tmp_path / "missing.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("models: [unclosed")
+    with pytest.raises(CrossroadsError, match="not valid YAML"):
+        load_config(bad)
+    wrong = tmp_path / "wrong.yaml"
+    wrong.write_text("models: []")
+    with pytest.raises(CrossroadsError, match=str(wrong)):
+        load_config(wrong)
+
+
+def test_default_config_adds_openai_models_only_with_a_key():
+    assert default_config(env={}).model_names == ["gemma-3-270m"]
+    with_key = default_config(env={"OPENAI_API_KEY": "sk-x"})
+    assert with_key.model_names == ["gemma-3-270m", "gpt-4o-mini", "gpt-4o"]
+    assert with_key.model("gpt-4o").api_key_env == "OPENAI_API_KEY"
+    assert with_key.default_route == "auto"
+
+
+def test_requests_route_on_the_last_user_message_or_the_conversation():
+    messages = [{"role": "system", "content": "be brief"}, {"role": "user", "content": "first"},
+                {"role": "assistant", "content": "ok"},
+                {"role": "user", "content": [{"type": "text", "text": "second"}, {"type": "image_url", "image_url": {}}]}]
+    assert parse_chat_request({"messages": messages}).text == "second"
+    assert parse_chat_request({"messages": messages}, "conversation").text == (
+        "system: be brief\nuser: first\nassistant: ok\nuser: second")
+
+
+def test_overrides_are_taken_out_of_the_upstream_body():
+    request = parse_chat_request({"model": "auto", "messages": [{"role": "user", "content": "x"}], "top_p": 0.5,
+                                  "crossroads": {"allowed_models": ["a"], "max_cost_usd": 0.01,
+                                                 "objective": {"quality": 1, "cost": 2}, "session_id": "s"}})
+    assert request.body == {"messages": [{"role": "user", "content": "x"}], "top_p": 0.5}
+    assert request.model == "auto" and request.overrides.allowed_models == ("a",)
+    assert request.overrides.objective.cost == 2 and request.overrides.session_id == "s"
+
+
+@pytest.mark.parametrize("body, param", [
+    ([1, 2], None),
+    ({"messages": []}, "messages"),
+    ({"messages": [{"content": "no role"}]}, "messages[0]"),
+    ({"model": 5, "messages": [{"role": "user", "content": "x"}]}, "model"),
+    ({"messages": [{"role": "user", "content": "x"}], "stream": "yes"}, "stream"),
+    ({"messages": [{"role": "user", "content": "x"}], "crossroads": {"max_cost_usd": -1}}, "crossroads.max_cost_usd"),
+    ({"messages": [{"role": "user", "content": "x"}], "crossroads": {"allowed_models": "a"}}, "crossroads.allowed_models"),
+    ({"messages": [{"role": "user", "content": "x"}], "crossroads": {"objective": "quality=-1"}}, "crossroads.objective"),
+])
+def test_malformed_requests_name_the_field(body, param):
+    with pytest.raises(BadRequest) as caught:
+        parse_chat_request(body)
+    assert caught.value.param == param
