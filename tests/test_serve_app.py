@@ -306,3 +306,38 @@ def test_metrics_count_requests_decisions_tokens_and_cost(serve):
     assert metric(server, "crossroads_decisions_total{") == 3
     assert metric(server, "crossroads_cost_usd_total") == pytest.approx(sum(a.crossroads["cost_usd"] for a in answers))
     assert "crossroads_upstream_latency_seconds_count" in text
+
+
+def test_a_flaky_upstream_is_retried_before_any_fallback(serve, upstream):
+    server = serve(models=[model("flaky", upstream, "flaky-1", max_retries=1), model("good", upstream)],
+                   routes={"pair": {"learner": "ucb", "models": ["flaky"]}})
+    answer = sdk(server).chat.completions.create(model="pair", messages=HELLO)
+    assert answer.model == "flaky" and answer.crossroads["fallbacks_used"] == 0
+    flaky_calls = [r for r in upstream.requests() if r["body"]["model"] == "flaky-1"]
+    assert len(flaky_calls) == 2  # the first got 500, the retry answered
+
+
+def test_outcomes_record_cost_from_usage_and_latency(serve):
+    server = serve()
+    answer = sdk(server).chat.completions.create(model="big", messages=HELLO)
+    expected = (answer.usage.prompt_tokens * 10 + answer.usage.completion_tokens * 30) / 1e6
+    assert answer.crossroads["cost_usd"] == pytest.approx(expected)
+    chunks = list(sdk(server).chat.completions.create(model="small", messages=HELLO, stream=True))
+    store = server.gateway.store
+    done = store.decision(answer.crossroads["decision_id"])["outcome"]
+    assert done["cost_usd"] == pytest.approx(expected) and done["latency_s"] > 0 and done["ttft_s"] is None
+    streamed = store.decision(chunks[0].crossroads["decision_id"])["outcome"]
+    assert streamed["status"] == "ok" and 0 < streamed["ttft_s"] <= streamed["latency_s"]
+    assert streamed["tokens_out"] > 0  # no usage in the stream: estimated from the text
+
+
+@pytest.mark.parametrize("store_prompts", [False, True])
+def test_prompts_and_responses_are_stored_only_when_the_config_says_so(serve, store_prompts):
+    server = serve(store_prompts=store_prompts)
+    answer = sdk(server).chat.completions.create(model="auto", messages=HELLO)
+    decision = server.gateway.store.decision(answer.crossroads["decision_id"])
+    assert decision["model"] == answer.model and decision["outcome"]["cost_usd"] > 0  # always kept
+    if store_prompts:
+        assert decision["prompt"] == "hello there" and decision["outcome"]["response"] == "echo: hello there"
+    else:
+        assert decision["prompt"] is None and decision["outcome"]["response"] is None
