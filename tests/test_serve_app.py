@@ -341,3 +341,18 @@ def test_prompts_and_responses_are_stored_only_when_the_config_says_so(serve, st
         assert decision["prompt"] == "hello there" and decision["outcome"]["response"] == "echo: hello there"
     else:
         assert decision["prompt"] is None and decision["outcome"]["response"] is None
+
+
+def test_litellm_provider_answers_streams_and_falls_back(serve, upstream):
+    pytest.importorskip("litellm", reason="LiteLLM is the optional provider: pip install 'crossroads[litellm]'")
+    server = serve(models=[model("via-litellm", upstream, "openai/echo", provider="litellm"),
+                           model("broken-litellm", upstream, "openai/status-500", provider="litellm"),
+                           model("good", upstream)],
+                   routes={"pair": {"learner": "ucb:seed=0", "models": ["broken-litellm", "good"]}})
+    client = sdk(server)
+    answer = client.chat.completions.create(model="via-litellm", messages=HELLO)
+    assert answer.model == "via-litellm" and answer.choices[0].message.content == "echo: hello there"
+    chunks = list(client.chat.completions.create(model="via-litellm", messages=HELLO, stream=True))
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == "echo: hello there"
+    assert {client.chat.completions.create(model="pair", messages=HELLO).model for _ in range(4)} == {"good"}
+    assert metric(server, 'crossroads_upstream_errors_total{kind="status",model="broken-litellm"}') >= 1

