@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 import pytest
+from local_model_fixture import local_model  # noqa: F401 (a session fixture: gemma-3-270m on llama.cpp)
 from postgres_server import PostgresServer
 
 from crossroads.paths import shared_data_dir

@@ -61,13 +61,14 @@ class ServerProcess:
         self.log_path = workdir / f"server-{self.port}.log"
         self.env = {**os.environ, **(env or {})}
         self.process: subprocess.Popen | None = None
+        self.command = ["serve", "--config", str(self.config_path)]  # arguments after `crossroads`
 
     def __enter__(self) -> ServerProcess:
         log = open(self.log_path, "wb")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "crossroads.cli.main", "serve", "--config", str(self.config_path),
-             "--port", str(self.port)], stdout=log, stderr=subprocess.STDOUT, env=self.env)
-        deadline = time.monotonic() + 30
+            [sys.executable, "-m", "crossroads.cli.main", *self.command, "--port", str(self.port)],
+            stdout=log, stderr=subprocess.STDOUT, env=self.env)
+        deadline = time.monotonic() + 90
         while True:
             try:
                 if httpx.get(self.url + "/health", timeout=1).status_code == 200:

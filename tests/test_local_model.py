@@ -8,7 +8,6 @@ import sys
 import threading
 
 import pytest
-from local_model_fixture import local_model  # noqa: F401 (a fixture)
 
 from crossroads.errors import CrossroadsError
 from crossroads.serve import local_model as lm
@@ -23,7 +22,7 @@ def client(server: lm.LocalModelServer):
 
 
 # -- the real server ------------------------------------------------------------------
-def test_chat_completion_answers_briefly_with_usage(local_model):  # noqa: F811
+def test_chat_completion_answers_briefly_with_usage(local_model):
     response = client(local_model).chat.completions.create(
         model=local_model.model, messages=FRANCE, max_tokens=16, temperature=0, stop=list(lm.STOP_STRINGS)
     )
@@ -35,7 +34,7 @@ def test_chat_completion_answers_briefly_with_usage(local_model):  # noqa: F811
     assert usage.total_tokens == usage.prompt_tokens + usage.completion_tokens
 
 
-def test_streaming_sends_several_chunks_then_a_finish_reason(local_model):  # noqa: F811
+def test_streaming_sends_several_chunks_then_a_finish_reason(local_model):
     chunks = list(
         client(local_model).chat.completions.create(
             model=local_model.model,
@@ -54,11 +53,11 @@ def test_streaming_sends_several_chunks_then_a_finish_reason(local_model):  # no
     assert all(reason is None for reason in reasons[:-1])
 
 
-def test_models_lists_the_alias(local_model):  # noqa: F811
+def test_models_lists_the_alias(local_model):
     assert [m.id for m in client(local_model).models.list().data] == [lm.LOCAL_MODEL_NAME]
 
 
-def test_concurrent_streams_queue_instead_of_cutting_each_other_off(local_model):  # noqa: F811
+def test_concurrent_streams_queue_instead_of_cutting_each_other_off(local_model):
     results: dict[int, tuple[str, str | None]] = {}
 
     def ask(i: int) -> None:
@@ -82,7 +81,7 @@ def test_concurrent_streams_queue_instead_of_cutting_each_other_off(local_model)
 
 
 # -- starting and stopping ------------------------------------------------------------
-def test_a_file_that_is_not_a_model_fails_fast_with_the_log(local_model, tmp_path):  # noqa: F811
+def test_a_file_that_is_not_a_model_fails_fast_with_the_log(local_model, tmp_path):
     bogus = tmp_path / "bogus.gguf"
     bogus.write_bytes(b"not a gguf file")
     with pytest.raises(CrossroadsError, match="exited with status") as caught:
@@ -90,7 +89,7 @@ def test_a_file_that_is_not_a_model_fails_fast_with_the_log(local_model, tmp_pat
     assert str(bogus) in str(caught.value)  # the log tail shows which model failed
 
 
-def test_a_startup_timeout_stops_the_server(local_model, monkeypatch, tmp_path):  # noqa: F811
+def test_a_startup_timeout_stops_the_server(local_model, monkeypatch, tmp_path):
     started = []
 
     class RecordingPopen(subprocess.Popen):
