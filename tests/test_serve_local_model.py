@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import time
 
 import openai
 
@@ -50,3 +52,8 @@ def test_crossroads_serve_with_no_config_serves_the_local_model(tmp_path):
         assert [m.id for m in client.models.list()] == ["auto", "gemma-3-270m"]
         answer = client.chat.completions.create(model="auto", messages=FRANCE, temperature=0)
         assert answer.model == "gemma-3-270m" and "Paris" in answer.choices[0].message.content
+        children = subprocess.run(["pgrep", "-P", str(server.process.pid)], capture_output=True, text=True).stdout.split()
+        assert len(children) == 1  # the llama.cpp server
+    # `crossroads serve` got SIGTERM: it must have stopped its llama.cpp server before exiting
+    time.sleep(0.5)
+    assert not os.path.exists(f"/proc/{children[0]}") or "zombie" in open(f"/proc/{children[0]}/status").read().lower()

@@ -24,6 +24,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import signal
+
     import uvicorn
 
     from crossroads.serve.app import make_app
@@ -34,6 +36,8 @@ def run(args: argparse.Namespace) -> int:
     config = load_config(args.config) if args.config else default_config(store=args.store)
     if args.store:
         config = dataclasses.replace(config, store=args.store)
+    # uvicorn re-raises SIGTERM after its graceful shutdown; exiting instead lets the local models stop.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     with contextlib.ExitStack() as stack:
         config = start_local_models(config, stack)
         app = make_app(Gateway(config))

@@ -259,7 +259,8 @@ class LocalModelServer:
             command += ["--chat_format", "hf-tokenizer-config", "--hf_tokenizer_config_path", str(config)]
         with open(self.log_file, "ab") as log:
             self._process = subprocess.Popen(
-                command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=server_env(os.environ)
+                command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=server_env(os.environ),
+                preexec_fn=_die_with_parent if sys.platform == "linux" else None,
             )
         atexit.register(self.stop)
         try:
@@ -385,6 +386,15 @@ def _join(chunks: list[Path], target: Path, expected: str) -> None:
         temporary.unlink(missing_ok=True)
     stat = target.stat()
     _DIGESTS[(str(target.resolve()), stat.st_size, stat.st_mtime_ns)] = found
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: ask Linux to send SIGTERM when crossroads dies, even by SIGKILL."""
+    import ctypes
+    import signal
+
+    PR_SET_PDEATHSIG = 1
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def _free_port() -> int:
