@@ -45,7 +45,7 @@ class ServerThread:
             time.sleep(0.01)
         return self
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         self._server.should_exit = True
         self._thread.join(timeout=10)
 
@@ -93,5 +93,5 @@ class ServerProcess:
             except subprocess.TimeoutExpired:
                 self.kill()
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.stop()

@@ -14,11 +14,11 @@ import time
 import httpx
 import openai
 import pytest
+from serve_helpers import ServerThread
 
 from crossroads.serve.config import parse_config
 from crossroads.serve.fake_upstream import FakeUpstream
 from crossroads.serve.gateway import Gateway
-from serve_helpers import ServerThread
 
 
 @pytest.fixture(scope="module")

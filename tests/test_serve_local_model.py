@@ -7,11 +7,11 @@ import subprocess
 import time
 
 import openai
+from serve_helpers import ServerProcess, ServerThread
 
 from crossroads.serve.config import parse_config
 from crossroads.serve.gateway import Gateway
 from crossroads.serve.local_model import STOP_STRINGS
-from serve_helpers import ServerProcess, ServerThread
 
 FRANCE = [{"role": "user", "content": "What is the capital of France?"}]
 

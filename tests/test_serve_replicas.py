@@ -13,10 +13,10 @@ import time
 import httpx
 import pytest
 from postgres_server import fresh_database
+from serve_helpers import ServerProcess
 
 from crossroads.serve.fake_upstream import FakeUpstream
 from crossroads.serve.store import open_store
-from serve_helpers import ServerProcess
 
 ADMIN = {"authorization": "Bearer admin-key"}
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import openai
 import pytest
+from serve_helpers import ServerThread
 
 from crossroads.data.dataset import ModelInfo, RoutingDataset
 from crossroads.embeddings import make_embedder
@@ -12,7 +13,6 @@ from crossroads.routers import make_router
 from crossroads.serve.config import parse_config
 from crossroads.serve.fake_upstream import FakeUpstream
 from crossroads.serve.gateway import Gateway
-from serve_helpers import ServerThread
 
 MATH = ["What is 17 times 23?", "Solve for x: 3x + 5 = 20.", "What is the square root of 144?",
         "Compute 15% of 240.", "How many minutes are in 7.5 hours?", "What is 2 to the power of 10?",

@@ -11,16 +11,17 @@ import asyncio
 import logging
 import math
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Any, AsyncIterator
+from typing import Any
 
 import anyio
 
 from crossroads.data.pricing import estimate_tokens
 from crossroads.errors import CrossroadsError
+from crossroads.evaluate.simulate import LearnerSpec
 from crossroads.online import learner_class
 from crossroads.online.objective import LinearReward, parse_objective
-from crossroads.evaluate.simulate import LearnerSpec
 from crossroads.serve.config import NOMINAL_TOKENS_IN, NOMINAL_TOKENS_OUT, ServeConfig
 from crossroads.serve.learning import RouteLearners
 from crossroads.serve.metrics import Metrics

@@ -260,7 +260,7 @@ class LocalModelServer:
         with open(self.log_file, "ab") as log:
             self._process = subprocess.Popen(
                 command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=server_env(os.environ),
-                preexec_fn=_die_with_parent if sys.platform == "linux" else None,
+                preexec_fn=_die_with_parent() if sys.platform == "linux" else None,
             )
         atexit.register(self.stop)
         try:
@@ -388,13 +388,16 @@ def _join(chunks: list[Path], target: Path, expected: str) -> None:
     _DIGESTS[(str(target.resolve()), stat.st_size, stat.st_mtime_ns)] = found
 
 
-def _die_with_parent() -> None:
-    """In the child, before exec: ask Linux to send SIGTERM when crossroads dies, even by SIGKILL."""
+def _die_with_parent():
+    """A function for the child to run before exec: Linux sends it SIGTERM when crossroads dies, even by SIGKILL.
+
+    Everything is looked up here, in the parent: between fork and exec the child only calls prctl.
+    """
     import ctypes
     import signal
 
-    PR_SET_PDEATHSIG = 1
-    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    prctl, pr_set_pdeathsig, sigterm = ctypes.CDLL(None).prctl, 1, int(signal.SIGTERM)
+    return lambda: prctl(pr_set_pdeathsig, sigterm)
 
 
 def _free_port() -> int:
