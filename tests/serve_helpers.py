@@ -24,17 +24,22 @@ def free_port() -> int:
 class ServerThread:
     """The app of ``gateway`` served by uvicorn on 127.0.0.1 in a background thread."""
 
-    def __init__(self, gateway: Any):
+    def __init__(self, gateway: Any, config_path: str | None = None):
         import uvicorn
 
         from crossroads.serve.app import make_app
 
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.gateway = gateway
-        config = uvicorn.Config(make_app(gateway), host="127.0.0.1", port=self.port, log_level="critical")
+        self.app = make_app(gateway, config_path)
+        config = uvicorn.Config(self.app, host="127.0.0.1", port=self.port, log_level="critical")
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._server.run, daemon=True)
+
+    @property
+    def gateway(self) -> Any:
+        """The gateway serving now (a reload replaces it)."""
+        return self.app.state.server.gateway
 
     def __enter__(self) -> ServerThread:
         self._thread.start()

@@ -14,9 +14,10 @@ import time
 import httpx
 import openai
 import pytest
+import yaml
 from serve_helpers import ServerThread
 
-from crossroads.serve.config import parse_config
+from crossroads.serve.config import load_config, parse_config
 from crossroads.serve.fake_upstream import FakeUpstream
 from crossroads.serve.gateway import Gateway
 
@@ -356,3 +357,30 @@ def test_litellm_provider_answers_streams_and_falls_back(serve, upstream):
     assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == "echo: hello there"
     assert {client.chat.completions.create(model="pair", messages=HELLO).model for _ in range(4)} == {"good"}
     assert metric(server, 'crossroads_upstream_errors_total{kind="status",model="broken-litellm"}') >= 1
+
+
+def test_admin_reload_serves_the_new_config_and_keeps_learning_state(upstream, tmp_path, monkeypatch):
+    monkeypatch.setenv("TEST_ADMIN_KEY", "admin-secret")
+    admin = {"authorization": "Bearer admin-secret"}
+    path = tmp_path / "crossroads.yaml"
+    raw = {"models": [model("big", upstream), model("small", upstream)], "store": f"sqlite:///{tmp_path}/r.db",
+           "routes": {"auto": {"learner": "ucb"}}, "security": {"admin_key_env": "TEST_ADMIN_KEY"}}
+    path.write_text(yaml.safe_dump(raw))
+    with ServerThread(Gateway(load_config(path)), config_path=str(path)) as server:
+        answer = sdk(server).chat.completions.create(model="auto", messages=HELLO)
+        httpx.post(server.url + "/v1/feedback", json={"decision_id": answer.crossroads["decision_id"], "reward": 1.0})
+        assert httpx.post(server.url + "/admin/reload").status_code == 401
+
+        path.write_text(yaml.safe_dump({**raw, "routes": {**raw["routes"], "cheap": {"learner": "ucb", "models": ["small"]}}}))
+        response = httpx.post(server.url + "/admin/reload", headers=admin)
+        assert response.status_code == 200 and response.json()["routes"] == ["auto", "cheap"]
+        assert sdk(server).chat.completions.create(model="cheap", messages=HELLO).model == "small"
+        assert server.gateway.learners.learner("auto", None).updates_ == 1  # learned before the reload
+        assert metric(server, 'crossroads_requests_total{endpoint="chat",status="200"}') == 2  # counters go on
+
+        path.write_text("models: []")
+        response = httpx.post(server.url + "/admin/reload", headers=admin)
+        assert response.status_code == 400 and "`models` is empty" in response.json()["error"]["message"]
+        path.write_text(yaml.safe_dump({**raw, "store": f"sqlite:///{tmp_path}/other.db"}))
+        assert httpx.post(server.url + "/admin/reload", headers=admin).json()["error"]["code"] == "store_changed"
+        assert sdk(server).chat.completions.create(model="cheap", messages=HELLO).model == "small"  # still serving

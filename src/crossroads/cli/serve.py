@@ -40,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     with contextlib.ExitStack() as stack:
         config = start_local_models(config, stack)
-        app = make_app(Gateway(config))
+        app = make_app(Gateway(config), config_path=args.config)
         print(f"crossroads: serving {', '.join(config.model_names)} on http://{args.host}:{args.port}/v1 "
               f"(routes: {', '.join(r.name for r in config.routes) or 'none'})", file=sys.stderr)
         uvicorn.run(app, host=args.host, port=args.port, log_level="warning")

@@ -3,7 +3,7 @@
 Endpoints: ``POST /v1/chat/completions`` (JSON or server-sent events),
 ``GET /v1/models``, ``POST /v1/route`` (decide only), ``POST /v1/feedback``,
 ``GET /health``, ``GET /metrics`` (Prometheus), and the admin endpoints
-``GET /admin/learners`` and ``POST /admin/snapshot``.  Errors have OpenAI's shape,
+``GET /admin/learners``, ``POST /admin/snapshot`` and ``POST /admin/reload``.  Errors have OpenAI's shape,
 ``{"error": {"message", "type", "param", "code"}}``, with a 4xx status for the
 client's mistakes and 502 when no upstream model could answer.
 """
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import hmac
 import json
 import logging
@@ -25,7 +26,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from crossroads.errors import CrossroadsError
-from crossroads.serve.config import ServeConfig
+from crossroads.serve.config import ServeConfig, load_config
 from crossroads.serve.gateway import AllModelsFailed, Gateway
 from crossroads.serve.requests import BadRequest, parse_chat_request
 from crossroads.serve.routing import UnknownRoute
@@ -34,6 +35,8 @@ from crossroads.serve.store import UnknownDecisionError
 log = logging.getLogger("crossroads.serve")
 
 DECISION_HEADER = "x-crossroads-decision-id"
+#: After a reload, the old config's upstream clients stay open this long for requests still in flight.
+RELOAD_GRACE_S = 120.0
 
 
 class HTTPError(Exception):
@@ -71,7 +74,11 @@ class RateLimiter:
 class Server:
     """Request handling: authentication, limits, parsing, and the mapping of errors to statuses."""
 
-    def __init__(self, gateway: Gateway):
+    def __init__(self, gateway: Gateway, config_path: str | None = None):
+        self.config_path = config_path
+        self._use(gateway)
+
+    def _use(self, gateway: Gateway) -> None:
         self.gateway = gateway
         self.config: ServeConfig = gateway.config
         security = self.config.security
@@ -193,6 +200,50 @@ class Server:
         await anyio.to_thread.run_sync(self.gateway.learners.snapshot, self.gateway.store)
         return JSONResponse({"saved": self.gateway.learners.routes})
 
+    async def reload(self, request: Request) -> Response:
+        """Read the config file again and serve it; learners continue from the store, counters go on."""
+        self.client(request, admin=True)
+        if self.config_path is None:
+            raise HTTPError(409, "this server runs on the embedded default (no --config file): nothing to reload",
+                            "invalid_request_error", "no_config_file")
+        config = load_config(self.config_path)  # a mistake: 400, and the running config stays
+        config = self._keep_running_parts(config)
+        old = self.gateway
+        await anyio.to_thread.run_sync(old.learners.snapshot, old.store)
+        new = await anyio.to_thread.run_sync(lambda: Gateway(config, store=old.store, metrics=old.metrics))
+        self._use(new)
+        asyncio.get_running_loop().call_later(RELOAD_GRACE_S, lambda: asyncio.ensure_future(old.close_providers()))
+        log.warning("reloaded %s: models %s, routes %s", self.config_path, config.model_names,
+                    [route.name for route in config.routes])
+        return JSONResponse({"reloaded": self.config_path, "models": config.model_names,
+                             "routes": [route.name for route in config.routes]})
+
+    def _keep_running_parts(self, config: ServeConfig) -> ServeConfig:
+        """``config`` with the running store and local model servers, which a reload cannot replace."""
+        if config.store != self.config.store:
+            raise HTTPError(409, f"the new config names another store ({config.store}); restart the server to "
+                            "change stores", "invalid_request_error", "store_changed")
+        running = {model.name: model for model in self.config.models if model.local}
+        models = []
+        for model in config.models:
+            if model.local:
+                if model.name not in running:
+                    raise HTTPError(409, f"local model {model.name!r} is new: restart the server to start it",
+                                    "invalid_request_error", "local_model_added")
+                model = dataclasses.replace(model, base_url=running[model.name].base_url,
+                                            upstream_model=running[model.name].upstream_model)
+            models.append(model)
+        return dataclasses.replace(config, models=tuple(models))
+
+    async def sync_forever(self) -> None:
+        """Apply other replicas' feedback every ``sync_interval_s``."""
+        while True:
+            await asyncio.sleep(self.config.sync_interval_s)
+            try:
+                await anyio.to_thread.run_sync(self.gateway.learners.sync, self.gateway.store)
+            except Exception:  # a database hiccup must not end the task; the next round retries
+                log.exception("could not read feedback from the store")
+
     # -- error mapping -------------------------------------------------------------------
     def endpoint(self, name: str, handler):
         async def run(request: Request) -> Response:
@@ -241,18 +292,18 @@ def _decision_headers(decision_id: str, model: str) -> dict[str, str]:
     return {DECISION_HEADER: decision_id, "x-crossroads-model": model}
 
 
-def make_app(gateway: Gateway) -> Starlette:
-    """The ASGI app serving ``gateway``; run it with uvicorn."""
-    server = Server(gateway)
+def make_app(gateway: Gateway, config_path: str | None = None) -> Starlette:
+    """The ASGI app serving ``gateway``; run it with uvicorn.  ``config_path`` is what ``/admin/reload`` reads."""
+    server = Server(gateway, config_path)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette):
-        task = asyncio.create_task(gateway.sync_forever())
+        task = asyncio.create_task(server.sync_forever())
         try:
             yield
         finally:
             task.cancel()
-            await gateway.aclose()
+            await server.gateway.aclose()
 
     endpoints = [
         ("/v1/chat/completions", "chat", server.chat, ["POST"]),
@@ -263,8 +314,9 @@ def make_app(gateway: Gateway) -> Starlette:
         ("/metrics", "metrics", server.metrics, ["GET"]),
         ("/admin/learners", "admin_learners", server.learners, ["GET"]),
         ("/admin/snapshot", "admin_snapshot", server.snapshot, ["POST"]),
+        ("/admin/reload", "admin_reload", server.reload, ["POST"]),
     ]
     routes = [Route(path, server.endpoint(name, handler), methods=methods) for path, name, handler, methods in endpoints]
     app = Starlette(routes=routes, lifespan=lifespan)
-    app.state.gateway = gateway
+    app.state.server = server
     return app

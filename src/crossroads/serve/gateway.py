@@ -7,7 +7,6 @@ decide, fall back, price and record identically.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import math
 import time
@@ -84,14 +83,14 @@ class Gateway:
     """The routing service for one ServeConfig; ``store`` is any object with the Store interface."""
 
     def __init__(self, config: ServeConfig, store: Any = None, providers: dict[str, Provider] | None = None,
-                 embedder: Any = None):
+                 embedder: Any = None, metrics: Metrics | None = None):
         self.config = config
         self.store = store if store is not None else open_store(config.store)
         self.providers = providers or {model.name: make_provider(model) for model in config.models}
         self.learners = RouteLearners(config.routes, config.model_names, config.snapshot_every)
         self.routes = Routes(config, self.learners, embedder)
         self.routes.load_routers()
-        self.metrics = Metrics()
+        self.metrics = metrics or Metrics()
         self.health = Health(config.cooldown_s, config.failures_before_cooldown)
         self.learners.restore(self.store)
 
@@ -281,18 +280,12 @@ class Gateway:
             (config.expected_latency_s or 0.0) if latency_s is None else latency_s,
         ))
 
-    async def sync_forever(self) -> None:
-        """Apply other replicas' feedback every ``sync_interval_s`` (a background task of the server)."""
-        while True:
-            await asyncio.sleep(self.config.sync_interval_s)
-            try:
-                await anyio.to_thread.run_sync(self.learners.sync, self.store)
-            except Exception:  # a database hiccup must not end the task; the next round retries
-                log.exception("could not read feedback from the store")
-
-    async def aclose(self) -> None:
+    async def close_providers(self) -> None:
         for provider in self.providers.values():
             await provider.aclose()
+
+    async def aclose(self) -> None:
+        await self.close_providers()
         self.learners.snapshot(self.store)
         self.store.close()
 
