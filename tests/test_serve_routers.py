@@ -2,37 +2,26 @@
 
 from __future__ import annotations
 
-import numpy as np
 import openai
 import pytest
 from serve_helpers import ServerThread
+from topics import topics_dataset
 
-from crossroads.data.dataset import ModelInfo, RoutingDataset
+from crossroads.data.dataset import ModelInfo
 from crossroads.embeddings import make_embedder
 from crossroads.routers import make_router
 from crossroads.serve.config import parse_config
 from crossroads.serve.fake_upstream import FakeUpstream
 from crossroads.serve.gateway import Gateway
 
-MATH = ["What is 17 times 23?", "Solve for x: 3x + 5 = 20.", "What is the square root of 144?",
-        "Compute 15% of 240.", "How many minutes are in 7.5 hours?", "What is 2 to the power of 10?",
-        "Divide 1,001 by 7.", "What is the derivative of x squared?"]
-POETRY = ["Write a haiku about autumn leaves.", "Compose a short poem about the sea.",
-          "Write a limerick about a cat.", "Give me a sonnet about lost love.", "A poem about the moon, please.",
-          "Write verses about a quiet morning.", "Compose a rhyme about rain.", "Write an ode to coffee."]
 
 
 @pytest.fixture(scope="module")
 def router_file(tmp_path_factory):
     """A knn router trained on real embeddings: `big` answers math well, `small` answers poems well."""
-    prompts = MATH + POETRY
-    quality = np.array([[1.0, 0.0]] * len(MATH) + [[0.0, 1.0]] * len(POETRY))
-    dataset = RoutingDataset(query_ids=[f"q{i}" for i in range(len(prompts))], prompts=prompts,
-                             categories=["math"] * len(MATH) + ["poetry"] * len(POETRY),
-                             sources=["test"] * len(prompts), models=[ModelInfo("big", 10, 30), ModelInfo("small", 0.1, 0.3)],
-                             quality=quality, cost_usd=np.tile([1e-2, 1e-4], (len(prompts), 1)))
+    dataset = topics_dataset([ModelInfo("big", 10, 30), ModelInfo("small", 0.1, 0.3)])
     embedder = make_embedder("minilm-onnx", cache=False)
-    router = make_router("knn", k=3).fit(dataset, embedder.embed(prompts), embedder=embedder.name)
+    router = make_router("knn", k=3).fit(dataset, embedder.embed(dataset.prompts), embedder=embedder.name)
     return router.save(tmp_path_factory.mktemp("routers") / "knn.npz")
 
 

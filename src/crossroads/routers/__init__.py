@@ -15,6 +15,7 @@ _ROUTERS = {
     "mlp": "crossroads.routers.mlp:MLPRouter",
     "ridge": "crossroads.routers.ridge:RidgeRouter",
     "ensemble": "crossroads.routers.ensemble:EnsembleRouter",
+    "bert": "crossroads.routers.bert:BertRouter",
 }
 
 ROUTER_NAMES = tuple(_ROUTERS)
