@@ -33,7 +33,6 @@ import json
 import os
 import platform
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -44,16 +43,12 @@ import httpx
 import numpy as np
 import yaml
 
+from crossroads.serve.ports import free_port
+
 RESULTS = Path(__file__).parent / "results"
 PROMPTS = ["What is {a} times {b}?", "Write a haiku about {w}.", "Explain {w} to a child.",
            "Translate '{w}' into French.", "Is {a} a prime number?", "Summarise the history of {w}."]
 WORDS = ["rivers", "tax law", "photosynthesis", "jazz", "volcanoes", "chess", "bread", "the moon"]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_up(url: str, process: subprocess.Popen, what: str, timeout_s: float = 60) -> None:

@@ -12,13 +12,14 @@ import os
 import pwd
 import shlex
 import shutil
-import socket
 import subprocess
 import tempfile
 import uuid
 from pathlib import Path
 from typing import Self
 from urllib.parse import urlsplit, urlunsplit
+
+from crossroads.serve.ports import free_port
 
 SYSTEM_USER = "postgres"
 START_TIMEOUT_S = 30
@@ -79,7 +80,7 @@ class PostgresServer:
         # Trust, but only over TCP from loopback (the file keeps its owner when root rewrites it).
         (data / "pg_hba.conf").write_text("host all all 127.0.0.1/32 trust\n")
         for _ in range(3):  # the free port can be taken between choosing it and binding it
-            self.port = _free_port()
+            self.port = free_port()
             # fsync=off: tests kill clients, never this server, so server-side durability is not under test.
             options = f"-h 127.0.0.1 -p {self.port} -k {shlex.quote(str(self._dir))} -c fsync=off"
             log = str(self._dir / "server.log")
@@ -135,9 +136,3 @@ def _bin_dir() -> Path | None:
     candidates = [Path(p) for p in glob.glob("/usr/lib/postgresql/*/bin") if (Path(p) / "initdb").exists()]
     candidates.sort(key=lambda p: int(p.parent.name) if p.parent.name.isdigit() else 0)
     return candidates[-1] if candidates else None
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -14,45 +12,23 @@ from typing import Any
 import httpx
 import yaml
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from crossroads.serve.fake_upstream import ThreadedServer
+from crossroads.serve.ports import free_port
 
 
-class ServerThread:
+class ServerThread(ThreadedServer):
     """The app of ``gateway`` served by uvicorn on 127.0.0.1 in a background thread."""
 
     def __init__(self, gateway: Any, config_path: str | None = None):
-        import uvicorn
-
         from crossroads.serve.app import make_app
 
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
         self.app = make_app(gateway, config_path)
-        config = uvicorn.Config(self.app, host="127.0.0.1", port=self.port, log_level="critical")
-        self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(target=self._server.run, daemon=True)
+        super().__init__(self.app)
 
     @property
     def gateway(self) -> Any:
         """The gateway serving now (a reload replaces it)."""
         return self.app.state.server.gateway
-
-    def __enter__(self) -> ServerThread:
-        self._thread.start()
-        deadline = time.monotonic() + 15
-        while not self._server.started:
-            if time.monotonic() > deadline or not self._thread.is_alive():
-                raise RuntimeError("the crossroads server thread did not start")
-            time.sleep(0.01)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._server.should_exit = True
-        self._thread.join(timeout=10)
 
 
 class ServerProcess:

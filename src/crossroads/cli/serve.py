@@ -33,7 +33,7 @@ def run(args: argparse.Namespace) -> int:
     from crossroads.serve.defaults import default_config
     from crossroads.serve.gateway import Gateway
 
-    config = load_config(args.config) if args.config else default_config(store=args.store)
+    config = load_config(args.config) if args.config else default_config()
     if args.store:
         config = dataclasses.replace(config, store=args.store)
     # uvicorn re-raises SIGTERM after its graceful shutdown; exiting instead lets the local models stop.

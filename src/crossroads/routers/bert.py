@@ -66,7 +66,7 @@ class BertRouter(Router):
         torch.manual_seed(self.seed)
         tokenizer_json = _tokenizer_file(self.base).read_text(encoding="utf-8")
         self._tokenizer = _tokenizer(tokenizer_json, self.max_length)
-        network = _Network(_encoder(self.base, transformers, torch), dataset.n_models, torch)
+        network = _network(_encoder(self.base, transformers, torch), dataset.n_models, torch)
         quality = torch.tensor(np.nan_to_num(dataset.quality, nan=0.0), dtype=torch.float32)
         known = torch.tensor(~np.isnan(dataset.quality), dtype=torch.float32)
         optimiser = torch.optim.AdamW([
@@ -185,46 +185,34 @@ def _encoder(base: str, transformers, torch):
     return transformers.AutoModel.from_pretrained(str(_checkpoint(base)), attn_implementation="eager")
 
 
-class _Network:
-    """Encoder + mean pooling + linear head; ``module`` is the torch Module that gets exported."""
+def _network(encoder, n_models: int, torch):
+    """Encoder + mean pooling + linear head, as a torch Module whose output (the exported graph) is quality."""
 
-    def __init__(self, encoder, n_models: int, torch):
-        self.encoder = encoder
-        self.head = torch.nn.Linear(encoder.config.hidden_size, n_models)
-        network = self
+    class Network(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.encoder = encoder
+            self.head = torch.nn.Linear(encoder.config.hidden_size, n_models)
 
-        class Module(torch.nn.Module):
-            def __init__(self):
-                super().__init__()
-                self.encoder, self.head = network.encoder, network.head
+        def logits(self, input_ids, attention_mask):
+            hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+            weights = attention_mask.unsqueeze(-1).to(hidden.dtype)
+            return self.head((hidden * weights).sum(1) / weights.sum(1).clamp(min=1e-9))
 
-            def forward(self, input_ids, attention_mask):
-                return torch.sigmoid(network.logits(input_ids, attention_mask))
+        def forward(self, input_ids, attention_mask):
+            return torch.sigmoid(self.logits(input_ids, attention_mask))
 
-        self.module = Module()
-        self._torch = torch
-
-    def logits(self, ids, mask):
-        hidden = self.encoder(input_ids=ids, attention_mask=mask).last_hidden_state
-        weights = mask.unsqueeze(-1).to(hidden.dtype)
-        pooled = (hidden * weights).sum(1) / weights.sum(1).clamp(min=1e-9)
-        return self.head(pooled)
-
-    def train(self) -> None:
-        self.module.train()
-
-    def eval(self) -> None:
-        self.module.eval()
+    return Network()
 
 
-def _export(network: _Network, example: tuple[np.ndarray, np.ndarray], quantize: bool, torch) -> bytes:
+def _export(network, example: tuple[np.ndarray, np.ndarray], quantize: bool, torch) -> bytes:
     """The network as ONNX bytes (dynamic batch and length), with int8 weights if ``quantize``."""
     import warnings
 
     buffer = io.BytesIO()
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # the tracer's notes on shape-dependent Python branches in transformers
-        torch.onnx.export(network.module, tuple(torch.from_numpy(a) for a in example), buffer,
+        torch.onnx.export(network, tuple(torch.from_numpy(a) for a in example), buffer,
                           input_names=["input_ids", "attention_mask"], output_names=["quality"],
                           dynamic_axes={"input_ids": {0: "batch", 1: "tokens"}, "attention_mask": {0: "batch", 1: "tokens"},
                                         "quality": {0: "batch"}}, opset_version=17, dynamo=False)

@@ -143,9 +143,8 @@ class Server:
                 yield f"data: {json.dumps(chunk, separators=(',', ':'))}\n\n"
             yield "data: [DONE]\n\n"
 
-        first_model = choice.model
         return StreamingResponse(events(), media_type="text/event-stream",
-                                 headers=_decision_headers(choice.decision_id, first_model))
+                                 headers=_decision_headers(choice.decision_id, choice.model))
 
     async def route(self, request: Request) -> Response:
         self.client(request)
@@ -175,9 +174,8 @@ class Server:
     async def models(self, request: Request) -> Response:
         self.client(request)
         created = int(time.time())
-        data = [{"id": name, "object": "model", "created": created, "owned_by": "crossroads",
-                 "crossroads": {"kind": "route"}} for name in self.gateway.routes.names if name not in
-                self.config.model_names]
+        data = [{"id": route.name, "object": "model", "created": created, "owned_by": "crossroads",
+                 "crossroads": {"kind": "route"}} for route in self.config.routes]
         data += [{"id": m.name, "object": "model", "created": created, "owned_by": "crossroads",
                   "crossroads": {"kind": "model", "price_per_mtok_in": m.price_per_mtok_in,
                                  "price_per_mtok_out": m.price_per_mtok_out}} for m in self.config.models]

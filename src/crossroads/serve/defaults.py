@@ -18,7 +18,7 @@ from crossroads.serve.config import ModelConfig, RouteConfig, ServeConfig
 OPENAI_PRICES = {"gpt-4o-mini": (0.15, 0.60), "gpt-4o": (2.50, 10.00)}
 
 
-def default_config(env: Mapping[str, str] = os.environ, store: str | None = None) -> ServeConfig:
+def default_config(env: Mapping[str, str] = os.environ) -> ServeConfig:
     from crossroads.serve.local_model import LOCAL_MODEL_NAME, STOP_STRINGS
 
     models = [ModelConfig(name=LOCAL_MODEL_NAME, local=True, base_url="", upstream_model=LOCAL_MODEL_NAME,
@@ -30,4 +30,4 @@ def default_config(env: Mapping[str, str] = os.environ, store: str | None = None
                    for name, (price_in, price_out) in OPENAI_PRICES.items()]
     route = RouteConfig(name="auto", learner="thompson", objective=Objective(quality=1, cost=0.5), key="session")
     return ServeConfig(models=tuple(models), routes=(route,), default_route="auto",
-                       store=store or env.get("CROSSROADS_STORE", "sqlite:///crossroads.db"))
+                       store=env.get("CROSSROADS_STORE", "sqlite:///crossroads.db"))

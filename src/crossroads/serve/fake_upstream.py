@@ -20,10 +20,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import socket
 import threading
 import time
 from collections import Counter
-from typing import Any
+from typing import Any, Self
 
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -107,40 +108,45 @@ async def _chunks(model: str, text: str, broken: bool):
     yield f"data: {json.dumps(last)}\n\ndata: [DONE]\n\n"
 
 
-class FakeUpstream:
-    """The fake upstream on 127.0.0.1 in a background thread; ``base_url`` ends in ``/v1``."""
+class ThreadedServer:
+    """An ASGI app served by uvicorn on 127.0.0.1 in a background thread; a context manager."""
 
-    def __init__(self, port: int = 0):
-        import socket
-
+    def __init__(self, app: Any, lifespan: str = "auto"):
         import uvicorn
 
         self._socket = socket.socket()
-        self._socket.bind(("127.0.0.1", port))
+        self._socket.bind(("127.0.0.1", 0))
         self.port = self._socket.getsockname()[1]
-        self.base_url = f"http://127.0.0.1:{self.port}/v1"
-        config = uvicorn.Config(make_app(), log_level="critical", lifespan="off")
-        self._server = uvicorn.Server(config)
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._server = uvicorn.Server(uvicorn.Config(app, log_level="critical", lifespan=lifespan))
         self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [self._socket]}, daemon=True)
 
-    def __enter__(self) -> FakeUpstream:
+    def __enter__(self) -> Self:
         self._thread.start()
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + 15
         while not self._server.started:
-            if time.monotonic() > deadline:
-                raise RuntimeError("the fake upstream did not start within 10 s")
+            if time.monotonic() > deadline or not self._thread.is_alive():
+                raise RuntimeError(f"{type(self).__name__} did not start within 15 s")
             time.sleep(0.01)
         return self
 
     def __exit__(self, *exc: object) -> None:
         self._server.should_exit = True
-        self._thread.join(timeout=5)
+        self._thread.join(timeout=10)
         self._socket.close()
+
+
+class FakeUpstream(ThreadedServer):
+    """The fake upstream in a background thread; ``base_url`` ends in ``/v1``."""
+
+    def __init__(self) -> None:
+        super().__init__(make_app(), lifespan="off")
+        self.base_url = self.url + "/v1"
 
     def requests(self) -> list[dict[str, Any]]:
         import httpx
 
-        return httpx.get(self.base_url.removesuffix("/v1") + "/_requests").json()
+        return httpx.get(self.url + "/_requests").json()
 
 
 def main() -> None:

@@ -18,8 +18,6 @@ import anyio
 
 from crossroads.data.pricing import estimate_tokens
 from crossroads.errors import CrossroadsError
-from crossroads.evaluate.simulate import LearnerSpec
-from crossroads.online import learner_class
 from crossroads.online.objective import LinearReward, parse_objective
 from crossroads.serve.config import NOMINAL_TOKENS_IN, NOMINAL_TOKENS_OUT, ServeConfig
 from crossroads.serve.learning import RouteLearners
@@ -236,15 +234,15 @@ class Gateway:
         if reward is None and quality is None:
             raise BadRequest("send `reward` (in [0, 1]) or `quality` (in [0, 1], priced against the route's objective)")
         decision = self._stored_decision(decision_id)
-        route = next((r for r in self.config.routes if r.name == decision["route"]), None)
-        learning = route is not None and route.learner is not None
+        route = decision["route"]
+        learning = route in self.learners.routes
         if learning and reward is None:
             reward = self._reward(decision, float(quality))
         if learning and reward is not None:
-            low, high = learner_class(LearnerSpec.parse(route.learner).name).reward_range or (-math.inf, math.inf)
+            low, high = self.learners.learner_type(route).reward_range or (-math.inf, math.inf)
             if not low <= reward <= high:
                 raise BadRequest(f"`reward` {reward:g} is outside [{low:g}, {high:g}], the range route "
-                                 f"{route.name!r}'s learner takes", "reward")
+                                 f"{route!r}'s learner takes", "reward")
         seq = self.store.add_feedback(decision_id, reward=reward, quality=quality, payload=payload,
                                       created_s=time.time())
         self.metrics.feedback.labels(decision["route"]).inc()

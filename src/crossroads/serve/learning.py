@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from crossroads.evaluate.simulate import LearnerSpec
-from crossroads.online import KeyedLearners, Learner
+from crossroads.online import KeyedLearners, Learner, learner_class
 from crossroads.online.base import Decision
 from crossroads.serve.config import RouteConfig
 
@@ -34,17 +34,24 @@ class RouteLearners:
         self.snapshot_every = snapshot_every
         self._pools = {route.name: list(route.models or pool) for route in routes}
         self._keyed: dict[str, KeyedLearners] = {}
+        self._types: dict[str, type[Learner]] = {}
         self._cursors: dict[str, int] = {}  # per route: the feedback seq applied up to
         self._since_snapshot = 0
         self._lock = threading.Lock()  # one sync at a time
         for route in routes:
             if route.learner is not None:
-                self._keyed[route.name] = _keyed(route.learner)
+                spec = LearnerSpec.parse(route.learner)
+                self._keyed[route.name] = KeyedLearners(spec.name, **spec.params)
+                self._types[route.name] = learner_class(spec.name)
                 self._cursors[route.name] = 0
 
     @property
     def routes(self) -> list[str]:
         return list(self._keyed)
+
+    def learner_type(self, route: str) -> type[Learner]:
+        """The class of ``route``'s learners (what they read and which rewards they take)."""
+        return self._types[route]
 
     def learner(self, route: str, key: str | None) -> Learner:
         return self._keyed[route].get(key or SHARED_KEY)
@@ -115,8 +122,3 @@ class RouteLearners:
             return 0
         learner.update(model, float(row["reward"]), context)
         return 1
-
-
-def _keyed(spec: str) -> KeyedLearners:
-    parsed = LearnerSpec.parse(spec)
-    return KeyedLearners(parsed.name, **parsed.params)

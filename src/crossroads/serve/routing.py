@@ -20,8 +20,6 @@ import numpy as np
 from crossroads.data.pricing import estimate_tokens
 from crossroads.decisions import parse_routellm_model, route_strong_weak
 from crossroads.errors import CrossroadsError
-from crossroads.evaluate.simulate import LearnerSpec
-from crossroads.online import learner_class
 from crossroads.online.objective import LinearReward, Objective, PoolScale
 from crossroads.serve.config import NOMINAL_TOKENS_IN, NOMINAL_TOKENS_OUT, ModelConfig, RouteConfig, ServeConfig
 from crossroads.serve.learning import RouteLearners
@@ -196,7 +194,7 @@ class Routes:
 
     # -- helpers ----------------------------------------------------------------------
     def _learner_contextual(self, route: RouteConfig) -> bool:
-        return route.learner is not None and learner_class(LearnerSpec.parse(route.learner).name).contextual
+        return route.learner is not None and self.learners.learner_type(route.name).contextual
 
     def load_routers(self) -> None:
         """Load every router file the config names now, so that a wrong file fails at start-up."""
