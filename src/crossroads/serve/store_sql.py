@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+import time
 import zlib
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -107,11 +108,27 @@ class SqliteDatabase(Database):
             self._conn.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
             # Reading the header first: on a file that is not SQLite this fails before anything is written.
             self._conn.execute("PRAGMA schema_version").fetchall()
-            self._conn.execute("PRAGMA journal_mode = WAL").fetchall()
+            self._enter_wal_mode()
             self._conn.execute("PRAGMA synchronous = FULL")
         except sqlite3.Error as e:
             self._conn.close()
             raise sqlite_error(path, e) from e
+
+    def _enter_wal_mode(self) -> None:
+        """Switch a new file to WAL, waiting out another process doing the same.
+
+        SQLite answers "database is locked" at once, without its busy handler, when two
+        connections switch a new file's journal mode together; so wait here instead.
+        """
+        deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT_MS / 1000
+        while True:
+            try:
+                self._conn.execute("PRAGMA journal_mode = WAL").fetchall()
+                return
+            except sqlite3.OperationalError as e:
+                if "locked" not in str(e) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.01)
 
     @contextmanager
     def transaction(self) -> Iterator[Database]:
