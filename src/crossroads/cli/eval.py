@@ -38,6 +38,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--train", action="append", metavar="FORMAT:PATH", help="train on this dataset (repeatable)")
     parser.add_argument("--test", action="append", metavar="FORMAT:PATH",
                         help="score on this dataset instead of cross-validating (repeatable; needs --train)")
+    parser.add_argument("--keep-duplicates", action="store_true",
+                        help="with --train/--test, keep training queries whose question also appears in the test set "
+                        "(by default they are removed, matched by normalised question text, and the count reported)")
     parser.add_argument("--strong", help="strong model of the pair for APGR/CPT (default for 2 models: the better one)")
     parser.add_argument("--weak", help="weak model of the pair")
     parser.add_argument("--seed", type=int, default=0, help="seed of the fold split and random baseline")
@@ -63,17 +66,30 @@ def run(args: argparse.Namespace) -> int:
         raise CrossroadsError("give either --dataset (cross-validation) or --train/--test, not both")
     cache = not args.no_cache
     train = load_data(args.train or args.dataset, args.models)
-    train_emb, embedder_name = embed(train.prompts, args.embedder, cache)
-    test = None
+    test, removed = None, 0
     if args.test:
         test_data = load_data(args.test, args.models)
+        if not args.keep_duplicates:
+            from crossroads.data.dedup import overlap
+
+            repeated = overlap(train.prompts, test_data.prompts)
+            removed = int(repeated.sum())
+            if removed == train.n_queries:
+                raise CrossroadsError(f"every one of the {removed} training queries also appears in the test set: "
+                                      "train on another dataset (or pass --keep-duplicates)")
+            train = train.subset(~repeated)
         test = (test_data, embed(test_data.prompts, args.embedder, cache)[0])
+    train_emb, embedder_name = embed(train.prompts, args.embedder, cache)
     pair = default_pair(test[0] if test else train, args.strong, args.weak)
 
     steps = len(specs) * (1 if test else args.cv)
     with step_progress("fitting and predicting", steps) as on_step:
         evaluation = evaluate(specs, train, train_emb, folds=args.cv, test=test, pair=pair, seed=args.seed,
                               embedder=embedder_name, on_step=on_step)
+    if args.test:
+        evaluation.setup["duplicates_removed"] = removed
+        Console().print(f"removed {removed} training queries whose question appears in the test set"
+                        + (" (normalised question text)" if removed else ""))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "metrics.json").write_text(json.dumps(evaluation.to_json(), indent=1))

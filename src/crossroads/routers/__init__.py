@@ -16,6 +16,7 @@ _ROUTERS = {
     "ridge": "crossroads.routers.ridge:RidgeRouter",
     "ensemble": "crossroads.routers.ensemble:EnsembleRouter",
     "bert": "crossroads.routers.bert:BertRouter",
+    "causal_llm": "crossroads.routers.causal_llm:CausalLLMRouter",
 }
 
 ROUTER_NAMES = tuple(_ROUTERS)

@@ -1,15 +1,18 @@
-"""The bert router on this CPU: training speed, routing latency, file size and APGR on one held-out split.
+"""The neural routers on this CPU: training speed, routing latency, file size and APGR on one held-out split.
 
-Run from the repository root (needs the ``bert`` extra)::
+Run from the repository root (needs the ``bert`` and ``causal-llm`` extras)::
 
-    python benchmarks/bert_router.py          # about 5 minutes
+    python benchmarks/neural_routers.py                       # about 20 minutes
+    python benchmarks/neural_routers.py --routers bert,ridge  # about 4 minutes
 
 RouteLLM's GSM8K outcomes (GPT-4-1106 vs Mixtral-8x7B), one seeded 80/20 split (not
 the 5-fold table of ``routellm_table.py``: fine-tuning five folds takes too long for a
-routine run).  all-MiniLM-L6-v2 is fine-tuned for ``--epochs``; knn and ridge are fitted
-on the same split for comparison.  Reports training examples/s, fit time, p50 routing
-latency for one prompt (ONNX, int8), the saved file's size, and APGR / CPT(50%) on the
-held-out 20%.  Writes ``benchmarks/results/bert_router.{json,md}``.
+routine run).  bert fine-tunes all-MiniLM-L6-v2 for ``--bert-epochs``; causal_llm
+fine-tunes LoRA adapters on gemma-3-270m for ``--causal-epochs``; knn and ridge are
+fitted on the same split for comparison.  Reports training examples/s (an example is a
+query for bert, a (query, model) prompt for causal_llm), fit time, p50 routing latency
+for one prompt, the saved file's size, and APGR / CPT(50%) on the held-out 20%.  Writes
+``benchmarks/results/neural_routers.{json,md}``.
 """
 
 from __future__ import annotations
@@ -35,7 +38,9 @@ STRONG, WEAK = "gpt-4-1106-preview", "mistralai/Mixtral-8x7B-Instruct-v0.1"
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--routers", default="bert,causal_llm,knn,ridge")
+    parser.add_argument("--bert-epochs", type=int, default=2)
+    parser.add_argument("--causal-epochs", type=int, default=1)
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
     path = shared_data_dir() / "routellm" / "gsm8k"
@@ -52,14 +57,15 @@ def main() -> None:
     strong, weak = test.model_names.index(STRONG), test.model_names.index(WEAK)
     results: dict = {"machine": {"cores": os.cpu_count(), "load_average_start": os.getloadavg()},
                      "queries": {"train": train.n_queries, "test": test.n_queries}, "routers": {}}
-    for spec, params in (("bert", {"epochs": args.epochs}), ("knn", {}), ("ridge", {})):
+    params = {"bert": {"epochs": args.bert_epochs}, "causal_llm": {"epochs": args.causal_epochs}}
+    for spec in args.routers.split(","):
         started = time.perf_counter()
-        router = make_router(spec, **params).fit(train, train_emb, embedder=embedder.name)
+        router = make_router(spec, **params.get(spec, {})).fit(train, train_emb, embedder=embedder.name)
         fit_s = time.perf_counter() - started
         win = router.win_probability(test_emb, STRONG, WEAK, prompts=test.prompts)
         metrics = strong_weak_metrics(win, test.quality[:, strong], test.quality[:, weak])
         one = []
-        for i in range(60):  # one prompt at a time, as a server routes
+        for i in range(30):  # one prompt at a time, as a server routes
             started = time.perf_counter()
             router.win_probability(test_emb[i % test.n_queries][None, :], STRONG, WEAK,
                                    prompts=[test.prompts[i % test.n_queries]])
@@ -67,31 +73,34 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as work:
             size_mb = router.save(Path(work) / "router.npz").stat().st_size / 1e6
         entry = {"fit_s": fit_s, "apgr": metrics["apgr"], "cpt50": metrics["cpt50"],
-                 "route_one_p50_ms": float(np.median(one[10:])), "file_mb": size_mb}
-        if spec == "bert":
+                 "route_one_p50_ms": float(np.median(one[5:])), "file_mb": size_mb}
+        if hasattr(router, "examples_per_s_"):
             entry["train_examples_per_s"] = router.examples_per_s_
-            entry["epochs"] = args.epochs
+            entry["epochs"] = router.epochs
         results["routers"][spec] = entry
         print(spec, json.dumps(entry))
     results["machine"]["load_average_end"] = os.getloadavg()
-    lines = ["# bert router (`python benchmarks/bert_router.py`)", "",
+    lines = ["# Neural routers (`python benchmarks/neural_routers.py`)", "",
              f"RouteLLM GSM8K, GPT-4-1106 vs Mixtral-8x7B, one seeded split: {train.n_queries} training, "
              f"{test.n_queries} held-out queries; {results['machine']['cores']} cores, load average "
              f"{results['machine']['load_average_start'][0]:.2f} at start. Routing latency excludes the embedding "
-             "(knn and ridge read a precomputed one; bert reads the text).", "",
+             "(knn and ridge read a precomputed one; bert and causal_llm read the text).", "",
              "| router | APGR | CPT(50%) | fit s | route one prompt p50 ms | file MB |",
              "| --- | ---: | ---: | ---: | ---: | ---: |"]
     for spec, e in results["routers"].items():
         lines.append(f"| {spec} | {e['apgr']:.3f} | {100 * e['cpt50']:.1f}% | {e['fit_s']:.0f} | "
                      f"{e['route_one_p50_ms']:.1f} | {e['file_mb']:.1f} |")
-    bert = results["routers"]["bert"]
-    lines += ["", f"bert fine-tuned all-MiniLM-L6-v2 for {bert['epochs']} epochs at "
-              f"{bert['train_examples_per_s']:.1f} training examples/s on the CPU."]
+    bases = {"bert": "all-MiniLM-L6-v2 (examples: queries)", "causal_llm": "gemma-3-270m with LoRA (examples: query-model prompts)"}
+    lines.append("")
+    for spec, e in results["routers"].items():
+        if "train_examples_per_s" in e:
+            lines.append(f"- {spec} fine-tuned {bases.get(spec, spec)} for {e['epochs']} epoch(s) at "
+                         f"{e['train_examples_per_s']:.1f} training examples/s on the CPU.")
     text = "\n".join(lines) + "\n"
     print(text)
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "bert_router.md").write_text(text)
-    (args.out / "bert_router.json").write_text(json.dumps(results, indent=2) + "\n")
+    (args.out / "neural_routers.md").write_text(text)
+    (args.out / "neural_routers.json").write_text(json.dumps(results, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,57 @@
+"""Questions that recur across datasets are found by normalised text and kept out of training."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+from synthetic import make_dataset
+
+from crossroads.cli.main import main
+from crossroads.data.dedup import overlap, question_key
+from crossroads.data.jsonl import write_jsonl
+
+MMLU = "Which of the following is a prime number?\nA. 4\nB. 6\nC. 7\nD. 9"
+#: The same question as MMLU-Pro asks it: other spacing and case, ten options in another style.
+MMLU_PRO = ("which of the following  is a PRIME number ?\n(A) 4\n(B) 6\n(C) 7\n(D) 9\n(E) 10\n(F) 12\n(G) 14\n"
+            "(H) 15\n(I) 16\n(J) 18")
+OTHER = "Which of the following is an even number?\nA. 3\nB. 5\nC. 8\nD. 9"
+
+
+def test_the_same_question_with_other_options_and_spacing_has_one_key():
+    assert question_key(MMLU) == question_key(MMLU_PRO) == "which of the following is a prime number"
+    assert question_key(OTHER) != question_key(MMLU)
+
+
+def test_short_stems_keep_their_options_in_the_key():
+    """'Pick one:' alone would make every such question a duplicate of every other."""
+    assert question_key("Pick one:\nA. red\nB. blue") != question_key("Pick one:\nA. cat\nB. dog")
+
+
+def test_overlap_marks_exactly_the_recurring_training_questions():
+    train = [MMLU, OTHER, "What is 2 + 2?", " what is 2+2 ?", "What is 2 + 3?", "Name a colour."]
+    test = [MMLU_PRO, "WHAT IS 2 + 2"]
+    assert overlap(train, test).tolist() == [True, False, True, True, False, False]
+
+
+def _dataset(prompts, seed):
+    rng = np.random.default_rng(seed)
+    data = make_dataset(rng.random((len(prompts), 2)))
+    data.prompts = list(prompts)
+    return data
+
+
+def test_eval_train_test_removes_and_reports_duplicates(tmp_path, capsys):
+    train_prompts = [f"Training question number {i} about topic {i % 7}?" for i in range(60)]
+    test_prompts = [f"Held-out question number {i} about topic {i % 5}?" for i in range(40)]
+    train_prompts[:6] = [p.upper() + "  " for p in test_prompts[:6]]  # six known overlaps, shouted
+    train = write_jsonl(_dataset(train_prompts, 0), tmp_path / "train.jsonl")
+    test = write_jsonl(_dataset(test_prompts, 1), tmp_path / "test.jsonl")
+    runs = {}
+    for flag in ([], ["--keep-duplicates"]):
+        out = tmp_path / ("kept" if flag else "deduped")
+        assert main(["eval", "--train", f"crossroads:{train}", "--test", f"crossroads:{test}", "--router", "ridge",
+                     "--out", str(out), *flag]) == 0
+        runs[bool(flag)] = json.loads((out / "metrics.json").read_text())["setup"]
+    assert runs[False]["duplicates_removed"] == 6 and runs[True]["duplicates_removed"] == 0
+    assert "removed 6 training queries whose question appears in the test set" in capsys.readouterr().out
