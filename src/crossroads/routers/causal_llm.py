@@ -98,8 +98,8 @@ class CausalLLMRouter(Router):
                 optimiser.step()
                 seen += len(batch)
         self.examples_per_s_ = seen / max(time.perf_counter() - started, 1e-9)
-        lm.eval()
         self._trained = {name: p.detach().float().numpy().copy() for name, p in lm.named_parameters() if p.requires_grad}
+        self._lm = _for_inference(lm, torch)  # as a loaded router predicts
 
     # -- inference ---------------------------------------------------------------------
     def _predict(self, embeddings: np.ndarray, prompts=None) -> np.ndarray:
@@ -184,9 +184,8 @@ class CausalLLMRouter(Router):
             with torch.no_grad():
                 for name, value in trained.items():
                     params[name].copy_(torch.from_numpy(value))
-        lm.eval()
-        self._lm = lm
-        return lm
+        self._lm = lm if trained is None else _for_inference(lm, torch)
+        return self._lm
 
     def _base_model(self, torch):
         transformers = _transformers()
@@ -223,6 +222,18 @@ class CausalLLMRouter(Router):
         self.examples_per_s_ = float(arrays["examples_per_s"][0])
         self.trained_examples_ = int(arrays["trained_examples"][0])
         self._lm = None
+
+
+def _for_inference(lm, torch):
+    """The LM frozen, in eval mode, and in bfloat16 where matrix products run in it anyway.
+
+    Autocast would otherwise convert every weight to bfloat16 on every call: most of the
+    time of routing one prompt.
+    """
+    lm.eval()
+    for p in lm.parameters():
+        p.requires_grad_(False)
+    return lm.to(torch.bfloat16) if _bf16(torch) else lm
 
 
 def _torch():
