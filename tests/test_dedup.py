@@ -55,3 +55,11 @@ def test_eval_train_test_removes_and_reports_duplicates(tmp_path, capsys):
         runs[bool(flag)] = json.loads((out / "metrics.json").read_text())["setup"]
     assert runs[False]["duplicates_removed"] == 6 and runs[True]["duplicates_removed"] == 0
     assert "removed 6 training queries whose question appears in the test set" in capsys.readouterr().out
+
+
+def test_training_on_the_test_set_itself_is_refused(tmp_path, capsys):
+    same = write_jsonl(_dataset([f"Question {i} about something long enough?" for i in range(10)], 0),
+                       tmp_path / "same.jsonl")
+    assert main(["eval", "--train", f"crossroads:{same}", "--test", f"crossroads:{same}", "--router", "ridge",
+                 "--out", str(tmp_path / "out")]) == 2
+    assert "every one of the 10 training queries also appears in the test set" in capsys.readouterr().err
