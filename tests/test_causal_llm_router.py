@@ -35,11 +35,11 @@ def test_quality_is_the_expected_level_under_the_lm_heads_label_probabilities(ti
     tokenizer = tiny.tokenizer()
     assert [tokenizer.decode([t]).strip() for t in tiny._label_ids] == ["1", "2", "3", "4", "5"]
     ids, mask = tiny._encode([NEW[0]], ["poetry-model"])
-    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=False):
+    with torch.no_grad():
         logits = tiny._lm(input_ids=torch.from_numpy(ids), attention_mask=torch.from_numpy(mask)).logits[0, -1]
     probabilities = torch.softmax(logits[tiny._label_ids].float(), dim=-1).numpy()
     expected = float(probabilities @ (np.arange(5) / 4))
-    assert tiny.predict(np.zeros((1, 1)), [NEW[0]])[0, 1] == pytest.approx(expected, abs=2e-2)  # bf16 vs float32
+    assert tiny.predict(np.zeros((1, 1)), [NEW[0]])[0, 1] == pytest.approx(expected, abs=2e-2)  # bf16 rounding of two ways to the same logits
 
 
 def test_the_prompt_names_the_model_last_and_long_queries_are_cut(tiny):

@@ -252,13 +252,10 @@ def _transformers():
     return transformers
 
 
-@lru_cache(maxsize=1)
-def _bf16_capable(capability: str) -> bool:
-    return capability.startswith("AVX512") or "AMX" in capability
-
-
 def _bf16(torch) -> bool:
-    return _bf16_capable(torch.backends.cpu.get_cpu_capability())
+    """True where the CPU multiplies bfloat16 natively (AVX-512 or AMX)."""
+    capability = torch.backends.cpu.get_cpu_capability()
+    return capability.startswith("AVX512") or "AMX" in capability
 
 
 @lru_cache(maxsize=4)
