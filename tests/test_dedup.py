@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 
 import numpy as np
@@ -63,3 +64,18 @@ def test_training_on_the_test_set_itself_is_refused(tmp_path, capsys):
     assert main(["eval", "--train", f"crossroads:{same}", "--test", f"crossroads:{same}", "--router", "ridge",
                  "--out", str(tmp_path / "out")]) == 2
     assert "every one of the 10 training queries also appears in the test set" in capsys.readouterr().err
+
+
+def test_train_can_keep_a_benchmark_unseen_and_records_its_provenance(tmp_path):
+    benchmark = [f"Benchmark question {i} on subject {i % 3}, asked in full?" for i in range(20)]
+    own = [f"Other question {i} on subject {i % 4}, asked in full?" for i in range(50)]
+    train = write_jsonl(_dataset(own[:45] + [b.lower() for b in benchmark[:5]], 2), tmp_path / "train.jsonl")
+    unseen = write_jsonl(_dataset(benchmark, 3), tmp_path / "benchmark.jsonl")
+    out = tmp_path / "router.npz"
+    assert main(["train", "--dataset", f"crossroads:{train}", "--exclude-questions", f"crossroads:{unseen}",
+                 "--router", "ridge", "--out", str(out)]) == 0
+    record = json.loads(out.with_suffix(".json").read_text())
+    assert record["training_queries_removed"] == 5 and record["queries"] == 45
+    assert record["data"] == [f"crossroads:{train}"] and record["excluded_questions_of"] == [f"crossroads:{unseen}"]
+    assert record["file_sha256"] == hashlib.sha256(out.read_bytes()).hexdigest()
+    assert record["router"] == "ridge" and record["command"] == f"crossroads train --dataset crossroads:{train} --exclude-questions crossroads:{unseen} --router ridge --out {out}"

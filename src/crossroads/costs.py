@@ -15,7 +15,7 @@ from typing import Sequence
 import numpy as np
 
 from crossroads.data.dataset import RoutingDataset
-from crossroads.data.pricing import estimate_tokens
+from crossroads.data.pricing import ASSUMED_OUTPUT_TOKENS, estimate_tokens
 
 
 def input_tokens(dataset: RoutingDataset) -> np.ndarray:
@@ -57,6 +57,22 @@ class ExpectedCost:
             else:
                 intercept[j] = float(y.mean())
         return cls(intercept, slope)
+
+    @classmethod
+    def from_prices(cls, descriptors: Sequence, output_tokens: int = ASSUMED_OUTPUT_TOKENS) -> ExpectedCost:
+        """Cost from list prices, for models without recorded costs: input tokens plus ``output_tokens`` of answer.
+
+        ``descriptors`` are :class:`crossroads.data.descriptors.ModelDescriptor`; one without a
+        price is charged its tier's typical price.
+        """
+        from crossroads.data.descriptors import TIER_PRICE_USD
+
+        price_in, price_out = [], []
+        for d in descriptors:
+            fallback = TIER_PRICE_USD[d.resolved_tier]
+            price_in.append(fallback if d.price_per_mtok_in is None else d.price_per_mtok_in)
+            price_out.append(fallback if d.price_per_mtok_out is None else d.price_per_mtok_out)
+        return cls(np.array(price_out) * output_tokens / 1e6, np.array(price_in) / 1e6)
 
     def predict(self, tokens: Sequence[float] | np.ndarray) -> np.ndarray:
         """Expected cost, shape ``(len(tokens), n_models)``."""

@@ -8,7 +8,7 @@ import sys
 from crossroads import __version__
 from crossroads.errors import CrossroadsError
 
-COMMANDS = ("data", "train", "eval", "calibrate", "simulate", "serve")
+COMMANDS = ("data", "train", "eval", "calibrate", "route", "simulate", "serve")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -26,7 +26,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
     args = build_parser().parse_args(argv)
+    args.argv = list(argv)
     try:
         return args.func(args) or 0
     except CrossroadsError as exc:

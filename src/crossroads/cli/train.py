@@ -1,10 +1,10 @@
-"""``crossroads train``: fit a router on recorded outcomes and save it."""
+"""``crossroads train``: fit a router on recorded outcomes and save it, with its provenance beside it."""
 
 from __future__ import annotations
 
 import argparse
 
-from crossroads.cli.common import add_data_options, embed, load_data
+from crossroads.cli.common import DATASET_HELP, add_data_options, embed, load_data
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -12,10 +12,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "train",
         help="fit a router on recorded outcomes and save it to a file",
         description="Fit one router on every query of the datasets and save it (.npz: arrays and a JSON header, "
-        "no pickle). Load it with crossroads.routers.load_router or pass it to `crossroads calibrate --router-file`.",
+        "no pickle), with FILE.json beside it recording the data, the command and the counts. Load it with "
+        "crossroads.routers.load_router or pass it to `crossroads calibrate --router-file` or `crossroads route`.",
     )
     add_data_options(parser)
     parser.add_argument("--router", "-r", required=True, metavar="NAME[:k=v,...]", help="router to fit, e.g. ensemble or knn:k=100")
+    parser.add_argument("--exclude-questions", action="append", metavar="FORMAT:PATH",
+                        help="drop training queries whose question appears in this dataset (normalised text; "
+                        "repeatable), to keep a benchmark unseen. " + DATASET_HELP.split(",", 1)[0])
     parser.add_argument("--out", "-o", required=True, metavar="FILE.npz", help="where to save the fitted router")
     parser.set_defaults(func=run)
 
@@ -23,15 +27,34 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from rich.console import Console
 
+    from crossroads.data.importers import load_datasets
     from crossroads.evaluate.replay import RouterSpec
+    from crossroads.routers.provenance import write_provenance
 
     spec = RouterSpec.parse(args.router)
     router = spec.build()
     dataset = load_data(args.dataset, args.models)
+    removed = 0
+    if args.exclude_questions:
+        from crossroads.data.dedup import overlap
+
+        excluded = load_datasets(args.exclude_questions)
+        repeated = overlap(dataset.prompts, excluded.prompts)
+        removed = int(repeated.sum())
+        if removed == dataset.n_queries:
+            from crossroads.errors import CrossroadsError
+
+            raise CrossroadsError("every training query appears in --exclude-questions: nothing left to train on")
+        dataset = dataset.subset(~repeated)
+        Console(stderr=True).print(f"removed {removed} training queries whose question appears in "
+                                   f"{', '.join(args.exclude_questions)}")
     embeddings, embedder_name = embed(dataset.prompts, args.embedder, not args.no_cache)
     console = Console(stderr=True)
     with console.status(f"fitting {spec.label} on {dataset.n_queries} queries x {dataset.n_models} models"):
         router.fit(dataset, embeddings, embedder=embedder_name)
     path = router.save(args.out)
-    Console(soft_wrap=True).print(f"saved {spec.label} ({', '.join(dataset.model_names)}) to {path} ({path.stat().st_size / 1e6:.2f} MB)")
+    record = write_provenance(path, router, dataset, command=["crossroads", *args.argv],
+                              data=args.dataset or [], excluded=args.exclude_questions or [], removed=removed)
+    Console(soft_wrap=True).print(f"saved {spec.label} ({dataset.n_models} models) to {path} "
+                                  f"({path.stat().st_size / 1e6:.2f} MB); provenance in {record}")
     return 0

@@ -100,7 +100,8 @@ def evaluate(
 
     With ``test=None`` the routers are cross-validated with ``folds`` folds over
     ``dataset``; otherwise they train on ``dataset`` and are scored on ``test``
-    (whose models must all be in the training pool).
+    (models the training pool lacks are placed by their descriptors, which only
+    routers with ``open_pool`` can do).
     """
     if test is None:
         test_data, test_emb = dataset, embeddings
@@ -113,13 +114,14 @@ def evaluate(
     else:
         test_data, test_emb = test
         missing = [m for m in test_data.model_names if m not in dataset.model_names]
-        if missing:
+        closed = [spec.label for spec in specs if not spec.build().open_pool]
+        if missing and closed:
             raise CrossroadsError(
-                f"the test set has models the training set lacks: {', '.join(missing)}; "
-                "evaluate on the shared models with --models"
+                f"the test set has models the training set lacks: {', '.join(missing)}; routers "
+                f"{', '.join(closed)} predict only for models they trained on: evaluate on the shared models with "
+                "--models, or use the irt router, which places new models by their descriptors"
             )
-        model = ExpectedCost.fit(dataset.select_models(test_data.model_names))
-        expected_cost = model.predict(input_tokens(test_data))
+        expected_cost = expected_costs(dataset, test_data)
     scorer = _Scorer(test_data, expected_cost, pair)
     entries: list[Entry] = []
     for spec in specs:
@@ -138,6 +140,25 @@ def evaluate(
         "embedder": embedder,
     }
     return Evaluation(test_data, pair, entries, setup)
+
+
+def expected_costs(train: RoutingDataset, test: RoutingDataset) -> np.ndarray:
+    """Expected cost of each test query and model: fitted on the training costs, from list prices for new models."""
+    from crossroads.data.descriptors import describe
+
+    tokens = input_tokens(test)
+    known = [m for m in test.model_names if m in train.model_names]
+    cost = np.empty((test.n_queries, test.n_models))
+    if known:
+        fitted = ExpectedCost.fit(train.select_models(known)).predict(tokens)
+        for j, name in enumerate(known):
+            cost[:, test.model_index(name)] = fitted[:, j]
+    new = [model for model in test.models if model.name not in train.model_names]
+    if new:
+        priced = ExpectedCost.from_prices([describe(model) for model in new]).predict(tokens)
+        for j, model in enumerate(new):
+            cost[:, test.model_index(model.name)] = priced[:, j]
+    return cost
 
 
 def cross_validated_predictions(spec: RouterSpec, dataset: RoutingDataset, embeddings: np.ndarray,
@@ -162,6 +183,9 @@ def held_out_predictions(spec: RouterSpec, train: RoutingDataset, train_emb: np.
                          on_step: Callable[[str], None] | None = None) -> tuple[np.ndarray, np.ndarray | None]:
     """Predictions on ``test`` (its models' columns) of the router fitted on ``train``."""
     router = spec.build().fit(train, train_emb, embedder=embedder)
+    new = [model for model in test.models if model.name not in router.models_]
+    if new:
+        router.add_models(new)
     cols = [router.model_column(name) for name in test.model_names]
     quality = router.predict(test_emb, test.prompts)[:, cols]
     win = router.win_probability(test_emb, *pair, prompts=test.prompts) if pair else None

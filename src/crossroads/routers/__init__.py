@@ -17,6 +17,7 @@ _ROUTERS = {
     "ensemble": "crossroads.routers.ensemble:EnsembleRouter",
     "bert": "crossroads.routers.bert:BertRouter",
     "causal_llm": "crossroads.routers.causal_llm:CausalLLMRouter",
+    "irt": "crossroads.routers.irt:IRTRouter",
 }
 
 ROUTER_NAMES = tuple(_ROUTERS)

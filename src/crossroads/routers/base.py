@@ -53,6 +53,8 @@ class Router(ABC):
     name: ClassVar[str]
     #: True for routers that read the prompt text as well as its embedding.
     reads_text: ClassVar[bool] = False
+    #: True for routers that can take models they were not trained on (``add_models``).
+    open_pool: ClassVar[bool] = False
 
     models_: list[str]
     embedder_: str
@@ -104,6 +106,14 @@ class Router(ABC):
             return self.models_.index(name)
         except ValueError:
             raise UnknownModelError(name, self.models_) from None
+
+    def add_models(self, models: Sequence, probes: RoutingDataset | None = None,
+                   probe_embeddings: np.ndarray | None = None) -> Router:
+        """Extend the pool with models not trained on (routers with ``open_pool`` only)."""
+        raise CrossroadsError(
+            f"the {self.name} router predicts only for the models it was trained on ({', '.join(self.models_)}); "
+            "the irt router places new models by their descriptors"
+        )
 
     def get_params(self) -> dict[str, Any]:
         """Constructor arguments, read back from the attributes they were stored in."""

@@ -1,0 +1,73 @@
+"""``crossroads route``: decide which model should answer one prompt, and say why."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+DEFAULT_POOL = "gpt-4o;gpt-4o-mini"
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "route",
+        help="pick the model for one prompt (pretrained default router, no training needed) and explain it",
+        description="Predict how well each model of the pool would answer PROMPT, estimate each one's cost, and "
+        "pick one: by default the cheapest model predicted within --tolerance of the best. With no --router-file "
+        "this uses the pretrained default router, which places any model by its price and tier.",
+    )
+    parser.add_argument("prompt", help="the prompt to route")
+    parser.add_argument("--pool", default=DEFAULT_POOL, metavar="MODEL[:price=IN/OUT,tier=T][;MODEL...]",
+                        help="the candidate models, ';'-separated: catalogue names (gpt-4o, claude-3-haiku-20240307, "
+                        "...) or any model described by price (US$ per million tokens, IN/OUT) and tier "
+                        f"(small, medium, large, frontier), e.g. 'mine:price=0.2,tier=small' (default: {DEFAULT_POOL})")
+    parser.add_argument("--strong", help="a strong/weak pair instead of --pool: the strong model")
+    parser.add_argument("--weak", help="the weak model of the pair")
+    parser.add_argument("--router-file", metavar="FILE.npz", help="a trained router instead of the pretrained default")
+    rule = parser.add_mutually_exclusive_group()
+    rule.add_argument("--tolerance", type=float, metavar="Q",
+                      help="pick the cheapest model predicted within Q of the best (default 0.05)")
+    rule.add_argument("--willingness-to-pay", type=float, metavar="Q_PER_USD",
+                      help="pick the model maximising predicted quality - this x expected cost in US$")
+    parser.add_argument("--embedder", default="minilm-onnx", help="embedder (must match the router's; default minilm-onnx)")
+    parser.add_argument("--json", action="store_true", help="print the decision as JSON")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from crossroads.route import decide
+
+    pool = _pool_text(args)
+    decision = decide(args.prompt, pool, router_file=args.router_file, tolerance=args.tolerance,
+                      willingness_to_pay=args.willingness_to_pay, embedder=args.embedder)
+    if args.json:
+        print(json.dumps(decision.to_json(), indent=1))
+    else:
+        _print(decision)
+    return 0
+
+
+def _pool_text(args: argparse.Namespace) -> str:
+    from crossroads.errors import CrossroadsError
+
+    if args.strong or args.weak:
+        if not (args.strong and args.weak):
+            raise CrossroadsError("give both --strong and --weak, or use --pool")
+        return f"{args.strong};{args.weak}"
+    return args.pool
+
+
+def _print(decision) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(soft_wrap=True)
+    table = Table(title=f"router: {decision.router}")
+    for heading in ("model", "tier", "US$/M tokens in/out", "predicted quality", "expected cost US$", ""):
+        table.add_column(heading, justify="left" if heading in ("model", "tier", "") else "right")
+    for row in decision.rows:
+        table.add_row(row["model"], row["tier"], row["price"], f"{row['predicted_quality']:.3f}",
+                      f"{row['expected_cost_usd']:.6f}", "<- chosen" if row["model"] == decision.model else "")
+    console.print(table)
+    console.print(f"rule: {decision.rule}")
+    console.print(f"chosen: {decision.model}", highlight=False)
