@@ -39,7 +39,6 @@ from crossroads.evaluate import metrics
 from crossroads.evaluate.harness import evaluate
 from crossroads.evaluate.replay import RouterSpec
 from crossroads.paths import shared_data_dir
-from crossroads.routers import make_router
 
 GPT4, MIXTRAL = "gpt-4-1106-preview", "mistralai/Mixtral-8x7B-Instruct-v0.1"
 SETS = {
@@ -61,7 +60,7 @@ PROBE_PAIRS = [("gemini-1.5-pro-002", "Meta-Llama-3_1-8B-Instruct"),
                ("Mixtral-8x7B-Instruct-v0.1", "gemini-1.5-pro-002"),
                ("Phi-3-mini-4k-instruct", "Meta-Llama-3_1-70B-Instruct")]
 PROBE_COUNTS = [0, 10, 25, 50, 100, 200, 400]
-PROBE_SEEDS = 3
+PROBE_SEEDS = 5
 
 
 def load(name: str, embedder):
@@ -73,7 +72,7 @@ def load(name: str, embedder):
 def leave_one_dataset_out(sets: dict, embedder_name: str) -> tuple[list[dict], Table]:
     rows = []
     table = Table("Leave one dataset out (irt, trained on the other five sets)",
-                  ["held out", "models", "training queries (removed)", "router", "APGR / cost share", "random"])
+                  ["held out", "models", "training queries (removed)", "router", "router's result", "random"])
     for held_out, (test, test_emb) in sets.items():
         others = [name for name in sets if name != held_out]
         train = combine([sets[name][0] for name in others])
@@ -86,24 +85,35 @@ def leave_one_dataset_out(sets: dict, embedder_name: str) -> tuple[list[dict], T
             run = evaluate([RouterSpec.parse(label)], train, train_emb, test=(test, test_emb), pair=pair,
                            embedder=embedder_name)
             entries = {entry.name: entry.metrics for entry in run.entries}
-            key = "apgr" if pair else "cost_share_at_100"
             router, random = entries[label], entries["random"]
+            kept = ("apgr", "cpt50") if pair else ("cost_share_at_95", "cost_share_at_97", "cost_share_at_100", "aiq",
+                                                   "best_quality")
             row = {"held_out": held_out, "router": label, "models": test.n_models, "training_queries": train.n_queries,
-                   "removed": int(repeated.sum()), "metric": key, "router_value": router.get(key),
-                   "random_value": random.get(key), "router_aiq": router.get("aiq"), "random_aiq": random.get("aiq"),
-                   "router_cpt50": router.get("cpt50"), "seconds": time.perf_counter() - started}
+                   "removed": int(repeated.sum()), "seconds": time.perf_counter() - started,
+                   **{f"router_{k}": router.get(k) for k in kept}, **{f"random_{k}": random.get(k) for k in kept},
+                   "best_single_model_quality": max(e.metrics["mean_quality"] for e in run.entries if e.kind == "model")}
             rows.append(row)
             print(row, flush=True)
-            shown = (lambda v: cell(v)) if pair else (lambda v: cell(v, percent=True))
-            table.add(held_out, str(test.n_models), f"{train.n_queries} ({int(repeated.sum())})", label,
-                      ("APGR " if pair else "cost@100% ") + shown(router.get(key)), shown(random.get(key)))
+            if pair:
+                shown = [f"APGR {cell(router['apgr'])}", cell(random["apgr"])]
+            else:
+                best = row["best_single_model_quality"]
+                shown = [f"cost@95% {cell(entry.get('cost_share_at_95'), percent=True)}, AIQ {cell(entry['aiq'])}, "
+                         f"best {cell(entry['best_quality'] / best, percent=True)}" for entry in (router, random)]
+            table.add(held_out, str(test.n_models), f"{train.n_queries} ({int(repeated.sum())})", label, *shown)
     table.notes.append("APGR for the GPT-4/Mixtral pairs; for pools, the share of the best single model's cost "
-                       "needed to match its quality (lower is better; '-' = never matched on the cost sweep).")
+                       "needed for 95% of its quality (lower is better; '-' = never reached on the cost sweep) and "
+                       "AIQ, the area under the cost-quality curve (higher is better); 'best' = the highest mean "
+                       "quality on the cost sweep as a share of the best single model's.")
     return rows, table
 
 
 def default_router(sets: dict) -> tuple[list[dict], Table]:
-    from crossroads.pretrained import default_provenance, default_router_path, load_default_router
+    from crossroads.pretrained import (
+        default_provenance,
+        default_router_path,
+        load_default_router,
+    )
     from crossroads.routers.provenance import add_metrics
 
     provenance = default_provenance()
@@ -145,9 +155,12 @@ def probes(sets: dict, embedder_name: str) -> tuple[list[dict], Table]:
         strong, weak = (new, partner) if np.nanmean(train.quality[:, train.model_index(new)]) >= np.nanmean(
             train.quality[:, train.model_index(partner)]) else (partner, new)
         s, w = (test.quality[:, test.model_index(m)] for m in (strong, weak))
+        both = np.isfinite(s) & np.isfinite(w)
+        prompts = [p for p, keep in zip(test.prompts, both) if keep]
 
-        def apgr(router) -> float:
-            return metrics.strong_weak_metrics(router.win_probability(test_emb, strong, weak, test.prompts), s, w)["apgr"]
+        def apgr(router, strong=strong, weak=weak, s=s[both], w=w[both], rows=both, prompts=prompts) -> float:
+            win = router.win_probability(test_emb[rows], strong, weak, prompts)
+            return metrics.strong_weak_metrics(win, s, w)["apgr"]
 
         full_apgr = apgr(full)
         by_count = {}

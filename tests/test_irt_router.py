@@ -40,11 +40,13 @@ def described(name: str, tier: str) -> ModelDescriptor:
 POOL = [described("s1", "small"), described("m1", "medium"), described("l1", "large"), described("f1", "frontier"),
         described("s2", "small"), described("l2", "large")]
 NEWCOMER = described("new-large", "large")
+#: Models of one tier differ (as real ones do): the spread the probes' prior learns from.
+TRAINED_ABILITY = {"s1": -1.6, "s2": -0.4, "m1": 0.0, "l1": 0.5, "l2": 1.5, "f1": 2.0}
 
 
 @pytest.fixture(scope="module")
 def fitted():
-    data, emb, _ = world(POOL, 1500, seed=0)
+    data, emb, _ = world(POOL, 1500, seed=0, true_ability=TRAINED_ABILITY)
     return make_router("irt", features="price+tier", rank=0, learning_rate=0.1, steps=300).fit(data, emb, embedder="e"), data, emb
 
 
@@ -63,11 +65,11 @@ def test_probe_outcomes_correct_a_misleading_descriptor(fitted):
     """A model sold as small that is really frontier-strong: probes pull its predictions toward the truth."""
     router, _, _ = fitted
     sleeper = described("sleeper", "small")
-    truth_ability = {"sleeper": TIER_ABILITY["frontier"]}
-    probes, probe_emb, _ = world(POOL + [sleeper], 60, seed=2, true_ability=truth_ability, source="probe")
+    truth_ability = {**TRAINED_ABILITY, "sleeper": TIER_ABILITY["frontier"]}
+    probes, probe_emb, _ = world(POOL + [sleeper], 150, seed=2, true_ability=truth_ability, source="probe")
     test, emb, truth = world(POOL + [sleeper], 400, seed=3, true_ability=truth_ability, source="test")
     errors = []
-    for probe_rows in (0, 60):
+    for probe_rows in (0, 150):
         router.add_models([sleeper], probes.subset(np.arange(probe_rows)) if probe_rows else None,
                           probe_emb[:probe_rows] if probe_rows else None)
         predicted = router.predict(emb, test.prompts)[:, router.model_column("sleeper")]
@@ -119,3 +121,38 @@ def test_bad_parameters_are_named():
         make_router("irt", features="price+colour")
     with pytest.raises(CrossroadsError, match="rank >= 0"):
         make_router("irt", rank=-1)
+
+
+def _hard_easy(models: list[ModelDescriptor], n: int, seed: int, source: str) -> RoutingDataset:
+    """Hard proofs only frontier models solve, easy greetings every model handles."""
+    rng = np.random.default_rng(seed)
+    hard = rng.random(n) < 0.5
+    prompts = [f"Prove that the sum of the first {i} odd numbers is a perfect square, with an integral bound."
+               if h else f"Say good morning to my neighbour number {i}." for i, h in enumerate(hard)]
+    quality = np.ones((n, len(models)))
+    for j, m in enumerate(models):
+        quality[hard, j] = (rng.random(hard.sum()) < {"small": 0.05, "medium": 0.4, "large": 0.7, "frontier": 0.95}[m.tier])
+    return RoutingDataset([f"{source}{i}" for i in range(n)], prompts, ["c"] * n, [source] * n,
+                          [m.model_info() for m in models], quality,
+                          np.tile([PRICE[m.tier] * 1e-4 for m in models], (n, 1)))
+
+
+def test_eval_cli_scores_a_held_out_pool_of_new_models_with_and_without_probes(tmp_path):
+    import json
+
+    from crossroads.cli.main import main
+    from crossroads.data.jsonl import write_jsonl
+
+    train = write_jsonl(_hard_easy(POOL[:4], 120, 0, "train"), tmp_path / "train.jsonl")
+    test = write_jsonl(_hard_easy([described("n-small", "small"), described("n-frontier", "frontier")], 80, 1, "test"),
+                       tmp_path / "test.jsonl")
+    spec = "irt:rank=0,learning_rate=0.1,steps=200"
+    for probes in (0, 10):
+        out = tmp_path / f"probes{probes}"
+        assert main(["eval", "--train", f"crossroads:{train}", "--test", f"crossroads:{test}", "--router", spec,
+                     "--strong", "n-frontier", "--weak", "n-small", "--probes", str(probes), "--out", str(out)]) == 0
+        run = json.loads((out / "metrics.json").read_text())
+        assert run["setup"]["probes"] == probes and run["setup"]["queries"] == 80 - probes
+        assert run["entries"][spec]["apgr"] > run["entries"]["random"]["apgr"] + 0.1
+    assert main(["eval", "--train", f"crossroads:{train}", "--test", f"crossroads:{test}", "--router", spec,
+                 "--probes", "80", "--out", str(tmp_path / "bad")]) == 2

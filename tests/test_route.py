@@ -11,7 +11,11 @@ import numpy as np
 import pytest
 
 from crossroads.cli.main import main
-from crossroads.pretrained import default_provenance, default_router_path, load_default_router
+from crossroads.pretrained import (
+    default_provenance,
+    default_router_path,
+    load_default_router,
+)
 from crossroads.route import decide
 
 HARD = ("Prove that for every prime p > 3, p^2 - 1 is divisible by 24, then compute the number of integer solutions "
@@ -35,7 +39,7 @@ def test_it_loads_and_routes_without_torch(tmp_path):
     script = ("import sys; sys.modules['torch'] = None; sys.modules['transformers'] = None\n"
               "from crossroads.route import decide\n"
               "print(decide('What is 2 + 2?', 'gpt-4o;gpt-4o-mini').model)")
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    done = subprocess.run([sys.executable, "-c", script], check=False, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() in ("gpt-4o", "gpt-4o-mini")
 

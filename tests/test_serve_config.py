@@ -42,6 +42,7 @@ security: {api_keys_env: MY_KEYS, max_body_bytes: 5000}
     ({"models": [{"name": "a", "provider": "acme"}]}, "provider must be one of"),
     ({"models": [{"name": "a", "price_per_mtok_in": -1}]}, "price_per_mtok_in must be a number >= 0"),
     ({"models": [{"name": "a", "api_key_env": "sk-abc123 456"}]}, "NAME of an environment variable"),
+    ({"models": [{"name": "a", "tier": "huge"}]}, "tier must be one of small, medium, large, frontier"),
     ({"models": MODELS, "routes": {"r": {}}}, "exactly one of `learner` or `router_file`"),
     ({"models": MODELS, "routes": {"r": {"learner": "bandit9000"}}}, "unknown online learner"),
     ({"models": MODELS, "routes": {"r": {"learner": "ucb", "models": ["zz"]}}}, "names model 'zz'"),

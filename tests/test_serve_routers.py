@@ -29,11 +29,14 @@ def router_file(tmp_path_factory):
 def server(router_file, tmp_path_factory):
     with FakeUpstream() as upstream:
         models = [{"name": name, "base_url": upstream.base_url, "upstream_model": "echo", "max_retries": 0,
-                   "price_per_mtok_in": price, "price_per_mtok_out": 3 * price} for name, price in (("big", 10), ("small", 0.1))]
+                   "price_per_mtok_in": price, "price_per_mtok_out": 3 * price, "tier": tier}
+                  for name, price, tier in (("big", 10, "frontier"), ("small", 0.1, "small"))]
         config = parse_config({
             "models": models,
             "routes": {"best": {"router_file": str(router_file), "objective": "quality=1"},
-                       "thrifty": {"router_file": str(router_file), "objective": "quality=1,cost=5"}},
+                       "thrifty": {"router_file": str(router_file), "objective": "quality=1,cost=5"},
+                       "pretrained": {"router_file": "default", "objective": "quality=1"},
+                       "pretrained-thrifty": {"router_file": "default", "objective": "quality=1,cost=5"}},
             "routellm": {"strong": "big", "weak": "small", "routers": {"knn": str(router_file)}},
             "store": f"sqlite:///{tmp_path_factory.mktemp('store')}/store.db",
         })
@@ -63,3 +66,11 @@ def test_routellm_names_route_by_win_probability_and_threshold(server, threshold
     assert answer.model == math_model
     assert answer.crossroads["kind"] == "routellm" and "threshold" in answer.crossroads["reason"]
     assert ask(server, f"router-knn-{threshold}", "Write a short poem about snow.").model == "small"
+
+
+def test_the_pretrained_default_router_places_configured_models_by_price_and_tier(server):
+    """Neither `big` nor `small` is known to the default router: their tier and price place them."""
+    answer = ask(server, "pretrained", "Prove that the square root of 2 is irrational.")
+    assert answer.model == "big" and answer.crossroads["kind"] == "router"
+    assert "predicted quality" in answer.crossroads["reason"]
+    assert ask(server, "pretrained-thrifty", "Prove that the square root of 2 is irrational.").model == "small"

@@ -41,6 +41,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--keep-duplicates", action="store_true",
                         help="with --train/--test, keep training queries whose question also appears in the test set "
                         "(by default they are removed, matched by normalised question text, and the count reported)")
+    parser.add_argument("--probes", type=int, default=0, metavar="N",
+                        help="with --train/--test: N test queries (drawn with --seed) reveal the outcomes of the test "
+                        "models the training set lacks, to place them (irt router), and are left out of the scoring")
     parser.add_argument("--strong", help="strong model of the pair for APGR/CPT (default for 2 models: the better one)")
     parser.add_argument("--weak", help="weak model of the pair")
     parser.add_argument("--seed", type=int, default=0, help="seed of the fold split and random baseline")
@@ -79,15 +82,29 @@ def run(args: argparse.Namespace) -> int:
                                       "train on another dataset (or pass --keep-duplicates)")
             train = train.subset(~repeated)
         test = (test_data, embed(test_data.prompts, args.embedder, cache)[0])
+    probes = None
+    if args.probes:
+        if not args.test:
+            raise CrossroadsError("--probes needs --train/--test: probes come from the test set's new models")
+        if not 0 < args.probes < test[0].n_queries:
+            raise CrossroadsError(f"--probes {args.probes}: give between 1 and {test[0].n_queries - 1} "
+                                  "(some test queries must remain to score on)")
+        import numpy as np
+
+        picked = np.zeros(test[0].n_queries, dtype=bool)
+        picked[np.random.default_rng(args.seed).choice(test[0].n_queries, args.probes, replace=False)] = True
+        probes = (test[0].subset(picked), test[1][picked])
+        test = (test[0].subset(~picked), test[1][~picked])
     train_emb, embedder_name = embed(train.prompts, args.embedder, cache)
     pair = default_pair(test[0] if test else train, args.strong, args.weak)
 
     steps = len(specs) * (1 if test else args.cv)
     with step_progress("fitting and predicting", steps) as on_step:
         evaluation = evaluate(specs, train, train_emb, folds=args.cv, test=test, pair=pair, seed=args.seed,
-                              embedder=embedder_name, on_step=on_step)
+                              embedder=embedder_name, on_step=on_step, probes=probes)
     if args.test:
         evaluation.setup["duplicates_removed"] = removed
+        evaluation.setup["probes"] = args.probes
         Console().print(f"removed {removed} training queries whose question appears in the test set"
                         + (" (normalised question text)" if removed else ""))
     out = Path(args.out)

@@ -16,10 +16,10 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
-from functools import lru_cache
+from functools import cache, lru_cache
 from importlib import resources
-from typing import Iterable, Sequence
 
 import numpy as np
 
@@ -245,7 +245,7 @@ def feature_matrix(descriptors: Iterable[ModelDescriptor], groups: Sequence[str]
     return np.asarray(rows, dtype=np.float64).reshape(-1, len(names))
 
 
-@lru_cache(maxsize=None)
+@cache
 def _tier_mean(score: str, tier: str) -> float:
     values = {d.key: getattr(d, score) for d in catalog().values() if d.tier == tier and getattr(d, score) is not None}
     if values:

@@ -95,13 +95,15 @@ def evaluate(
     seed: int = 0,
     embedder: str = "",
     on_step: Callable[[str], None] | None = None,
+    probes: tuple[RoutingDataset, np.ndarray] | None = None,
 ) -> Evaluation:
     """Score each router in ``specs`` and the baselines.
 
     With ``test=None`` the routers are cross-validated with ``folds`` folds over
     ``dataset``; otherwise they train on ``dataset`` and are scored on ``test``
     (models the training pool lacks are placed by their descriptors, which only
-    routers with ``open_pool`` can do).
+    routers with ``open_pool`` can do; ``probes``, queries with those models'
+    outcomes and their embeddings, refine the placement).
     """
     if test is None:
         test_data, test_emb = dataset, embeddings
@@ -128,7 +130,8 @@ def evaluate(
         if test is None:
             quality, win = cross_validated_predictions(spec, dataset, embeddings, splits, pair, embedder, on_step)
         else:
-            quality, win = held_out_predictions(spec, dataset, embeddings, test_data, test_emb, pair, embedder, on_step)
+            quality, win = held_out_predictions(spec, dataset, embeddings, test_data, test_emb, pair, embedder, on_step,
+                                                probes)
         entries.append(scorer.score(spec.label, "router", quality, win))
     entries.append(scorer.random(seeds=RANDOM_SEEDS, seed=seed))
     entries.extend(scorer.single_models())
@@ -180,12 +183,17 @@ def cross_validated_predictions(spec: RouterSpec, dataset: RoutingDataset, embed
 
 def held_out_predictions(spec: RouterSpec, train: RoutingDataset, train_emb: np.ndarray, test: RoutingDataset,
                          test_emb: np.ndarray, pair: tuple[str, str] | None = None, embedder: str = "",
-                         on_step: Callable[[str], None] | None = None) -> tuple[np.ndarray, np.ndarray | None]:
-    """Predictions on ``test`` (its models' columns) of the router fitted on ``train``."""
+                         on_step: Callable[[str], None] | None = None,
+                         probes: tuple[RoutingDataset, np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+    """Predictions on ``test`` (its models' columns) of the router fitted on ``train``.
+
+    Test models the router was not trained on join by their descriptors and, given
+    ``probes`` (a dataset and its embeddings), those models' outcomes on the probe queries.
+    """
     router = spec.build().fit(train, train_emb, embedder=embedder)
     new = [model for model in test.models if model.name not in router.models_]
     if new:
-        router.add_models(new)
+        router.add_models(new, *(probes or (None, None)))
     cols = [router.model_column(name) for name in test.model_names]
     quality = router.predict(test_emb, test.prompts)[:, cols]
     win = router.win_probability(test_emb, *pair, prompts=test.prompts) if pair else None

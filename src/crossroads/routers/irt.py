@@ -24,12 +24,18 @@ query weighing the same whatever the size of its pool.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
 from crossroads.data.dataset import ModelInfo, RoutingDataset
-from crossroads.data.descriptors import FEATURE_GROUPS, ModelDescriptor, describe, feature_matrix, feature_names
+from crossroads.data.descriptors import (
+    FEATURE_GROUPS,
+    ModelDescriptor,
+    describe,
+    feature_matrix,
+    feature_names,
+)
 from crossroads.errors import CrossroadsError
 from crossroads.routers.base import Router
 from crossroads.routers.optim import Adam
@@ -46,8 +52,8 @@ class IRTRouter(Router):
     open_pool = True
 
     def __init__(self, rank: int = 4, features: str = "price+tier", steps: int = 600,
-                 learning_rate: float = 0.02, l2: float = 1e-4, residual_l2: float = 1e-3,
-                 probe_prior: float = 2.0, seed: int = 0):
+                 learning_rate: float = 0.02, l2: float = 1e-3, residual_l2: float = 1e-3,
+                 probe_prior: float = 1.0, seed: int = 0):
         if rank < 0 or steps < 1 or learning_rate <= 0 or min(l2, residual_l2, probe_prior) < 0:
             raise CrossroadsError("irt: need rank >= 0, steps >= 1, learning_rate > 0 and non-negative penalties")
         self.rank, self.features, self.steps = rank, features, steps
@@ -157,7 +163,8 @@ class IRTRouter(Router):
         A model already in the pool is placed again (its probes, if any, refit it).
         ``probes`` holds recorded outcomes of some of these models on a few queries, with
         ``probe_embeddings`` their embeddings; each probed model's residual is the MAP
-        estimate under a Gaussian prior of precision ``probe_prior``.
+        estimate under a Gaussian prior: zero mean, and per coordinate the variance of the
+        trained models' residuals (empirical Bayes), divided by ``probe_prior``.
         """
         self._check_fitted()
         descriptors = [describe(model) for model in models]
@@ -194,10 +201,13 @@ class IRTRouter(Router):
         """Newton's method for the (ability, loading) shift maximising the probes' likelihood times the prior."""
         design = np.hstack([np.ones((len(y), 1)), skills])
         shift = np.zeros(design.shape[1])
+        residuals = np.hstack([self.ability_residual_[:, None], self.loading_residual_])
+        spread = residuals.var(axis=0) if len(residuals) > 1 else np.ones(design.shape[1])
+        precision = self.probe_prior / np.maximum(spread, 1e-4)
         for _ in range(25):
             prob = _sigmoid(prior_logit + design @ shift)
-            gradient = design.T @ (prob - y) + self.probe_prior * shift
-            hessian = (design * (prob * (1 - prob))[:, None]).T @ design + self.probe_prior * np.eye(len(shift))
+            gradient = design.T @ (prob - y) + precision * shift
+            hessian = (design * (prob * (1 - prob))[:, None]).T @ design + np.diag(precision)
             step = np.linalg.solve(hessian, gradient)
             shift -= step
             if np.abs(step).max() < 1e-8:

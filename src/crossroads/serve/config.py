@@ -13,6 +13,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from crossroads.data.descriptors import TIERS
 from crossroads.errors import CrossroadsError
 from crossroads.online import learner_class
 from crossroads.online.objective import Objective, parse_objective
@@ -38,6 +39,7 @@ class ModelConfig:
     price_per_mtok_in: float = 0.0
     price_per_mtok_out: float = 0.0
     expected_latency_s: float | None = None  # for objectives that weigh latency before any is measured
+    tier: str | None = None  # small/medium/large/frontier, for routers that place models by descriptors
     timeout_s: float = 60.0
     max_retries: int = 2
     local: bool = False  # served by a llama.cpp process that crossroads starts
@@ -204,6 +206,8 @@ def _model(item: Any, index: int) -> ModelConfig:
             f"config: {where}: api_key_env must be the NAME of an environment variable (e.g. OPENAI_API_KEY), "
             "never the key itself"
         )
+    if model.tier is not None and model.tier not in TIERS:
+        raise CrossroadsError(f"config: {where}: tier must be one of {', '.join(TIERS)}, got {model.tier!r}")
     if not isinstance(model.defaults, dict):
         raise CrossroadsError(f"config: {where}: defaults must map request fields to values, e.g. {{max_tokens: 256}}")
     if not model.upstream_model:

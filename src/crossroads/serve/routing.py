@@ -217,13 +217,35 @@ class Routes:
         if path not in self._routers:
             from crossroads.routers import load_router
 
-            router = load_router(path)
+            router = load_router(_router_path(path))
+            if router.open_pool:  # place the configured models by their names, prices and tiers
+                router.add_models([self._descriptor(model) for model in self.config.models])
             embedder = self._embedder_().name
             if router.embedder_ and router.embedder_ != embedder:
                 raise CrossroadsError(f"router file {path} was trained on {router.embedder_} embeddings, but the "
                                       f"server embeds with {embedder}; set the config's `embedder:` to match")
             self._routers[path] = router
         return self._routers[path]
+
+
+    @staticmethod
+    def _descriptor(model: ModelConfig):
+        from dataclasses import replace
+
+        from crossroads.data.dataset import ModelInfo
+        from crossroads.data.descriptors import describe
+
+        described = describe(ModelInfo(model.name, model.price_per_mtok_in, model.price_per_mtok_out))
+        return replace(described, tier=model.tier) if model.tier else described
+
+
+def _router_path(path: str) -> str:
+    """``default`` names the pretrained default router shipped with crossroads."""
+    if path == "default":
+        from crossroads.pretrained import default_router_path
+
+        return str(default_router_path())
+    return path
 
 
 def _routellm_name(name: str) -> tuple[str, float]:
