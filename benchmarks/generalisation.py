@@ -148,8 +148,8 @@ def probes(sets: dict, embedder_name: str) -> tuple[list[dict], Table]:
     train_emb, test_emb = emb[train_rows], emb[~train_rows]
     spec = RouterSpec.parse("irt")
     rows = []
+    full = spec.build().fit(train, train_emb, embedder=embedder_name)  # every model's outcomes: the reference
     for new, partner in PROBE_PAIRS:
-        full = spec.build().fit(train, train_emb, embedder=embedder_name)
         without = train.select_models([m for m in train.model_names if m != new])
         base = spec.build().fit(without, train_emb, embedder=embedder_name)
         strong, weak = (new, partner) if np.nanmean(train.quality[:, train.model_index(new)]) >= np.nanmean(

@@ -24,7 +24,7 @@ from importlib import resources
 import numpy as np
 
 from crossroads.data.dataset import ModelInfo
-from crossroads.data.pricing import price_from_name
+from crossroads.data.pricing import size_from_name
 from crossroads.errors import CrossroadsError
 
 TIERS = ("small", "medium", "large", "frontier")
@@ -143,18 +143,9 @@ def describe(model: str | ModelInfo | ModelDescriptor) -> ModelDescriptor:
     if info.price_per_mtok_in is not None and info.price_per_mtok_out is not None:
         base = replace(base, price_per_mtok_in=info.price_per_mtok_in, price_per_mtok_out=info.price_per_mtok_out)
     if base.params_billion is None and known is None:
-        price = price_from_name(info.name)
-        size = _size_from_price_basis(price.basis) if price else None
-        base = replace(base, params_billion=size)
+        stated = size_from_name(info.name)
+        base = replace(base, params_billion=stated[0] if stated else None)
     return base
-
-
-def _size_from_price_basis(basis: str) -> float | None:
-    words = basis.split("price tier of a ")
-    try:
-        return float(words[1].split("B ")[0]) if len(words) == 2 else None
-    except ValueError:
-        return None
 
 
 def parse_pool(text: str) -> list[ModelDescriptor]:

@@ -93,17 +93,26 @@ _MOE_NAME = re.compile(r"(\d+)x(\d+(?:\.\d+)?)b", re.IGNORECASE)
 _SIZE_NAME = re.compile(r"(?<![\d.])(\d+(?:\.\d+)?)b(?![a-z])", re.IGNORECASE)
 
 
-def price_from_name(name: str) -> Price | None:
-    """Size-based price of an open model whose name states its size (``Llama-2-13b``, ``8x7B``), else None."""
+def size_from_name(name: str) -> tuple[float, bool] | None:
+    """Parameters in billions and whether it is a mixture of experts, as the name states them, else None."""
     moe = _MOE_NAME.search(name)
     if moe:
         experts, size = int(moe.group(1)), float(moe.group(2))
         # Mixtral-style experts share attention weights: 8x7B has about 47B parameters.
-        return size_based_price(round(experts * size * 0.83, 1), mixture_of_experts=True)
+        return round(experts * size * 0.83, 1), True
     dense = _SIZE_NAME.search(name.replace("_", "-"))
     if dense:
-        return size_based_price(float(dense.group(1)))
+        return float(dense.group(1)), False
     return None
+
+
+def price_from_name(name: str) -> Price | None:
+    """Size-based price of an open model whose name states its size (``Llama-2-13b``, ``8x7B``), else None."""
+    stated = size_from_name(name)
+    if stated is None:
+        return None
+    size, moe = stated
+    return size_based_price(size, mixture_of_experts=moe)
 
 
 def _list(usd_in: float, usd_out: float, where: str) -> Price:

@@ -18,6 +18,7 @@ from crossroads.data.dataset import RoutingDataset
 from crossroads.errors import CrossroadsError
 from crossroads.evaluate import metrics
 from crossroads.evaluate.replay import RouterSpec, Split, cross_validation_splits
+from crossroads.routers import router_class
 
 RANDOM_SEEDS = 10
 
@@ -116,7 +117,7 @@ def evaluate(
     else:
         test_data, test_emb = test
         missing = [m for m in test_data.model_names if m not in dataset.model_names]
-        closed = [spec.label for spec in specs if not spec.build().open_pool]
+        closed = [spec.label for spec in specs if not router_class(spec.name).open_pool]
         if missing and closed:
             raise CrossroadsError(
                 f"the test set has models the training set lacks: {', '.join(missing)}; routers "

@@ -140,7 +140,6 @@ class IRTRouter(Router):
         self.ability_weights_, self.loading_weights_ = p["ability"], p["loading"]
         self.residual_keys_ = keys
         self.ability_residual_, self.loading_residual_ = p["ability_residual"], p["loading_residual"]
-        self.descriptors_ = descriptors
         self.model_ability_, self.model_loading_ = self._placement(descriptors, z)
 
     def _placement(self, descriptors: Sequence[ModelDescriptor],
@@ -188,11 +187,9 @@ class IRTRouter(Router):
         for j, d in enumerate(descriptors):
             if d.name in self.models_:
                 column = self.models_.index(d.name)
-                self.descriptors_[column] = d
                 self.model_ability_[column], self.model_loading_[column] = ability[j], loading[j]
             else:
                 self.models_.append(d.name)
-                self.descriptors_.append(d)
                 self.model_ability_ = np.append(self.model_ability_, ability[j])
                 self.model_loading_ = np.vstack([self.model_loading_, loading[j]])
         return self
@@ -241,7 +238,6 @@ class IRTRouter(Router):
         self.ability_residual_, self.loading_residual_ = arrays["ability_residual"], arrays["loading_residual"]
         self.model_ability_ = arrays["model_ability"]
         self.model_loading_ = arrays["model_loading"].reshape(len(self.models_), self.rank)
-        self.descriptors_ = [describe(name) for name in self.models_]
 
 
 def _sum_by(index: np.ndarray, rows: np.ndarray, n: int) -> np.ndarray:
