@@ -62,7 +62,7 @@ from bench_embeddings import best_time_s, mmlu_prompts
 
 from crossroads.paths import shared_data_dir
 
-ROUTERS = ["knn", "ridge", "ensemble", "mlp", "mf", "sw_ranking"]
+ROUTERS = ["knn", "ridge", "ensemble", "mlp", "mf", "sw_ranking", "gbt"]
 EMBED_ONLY = "embedding only"
 LATENCY_PROMPTS = 200
 WARMUP_PROMPTS = 20
@@ -176,6 +176,7 @@ def routing_latency(dataset, embeddings, embedder_name: str) -> dict:
     from crossroads.embeddings.onnx_minilm import OnnxMiniLMEmbedder
 
     prompts = [dataset.prompts[i] for i in held_out]
+    category = dict(zip(dataset.prompts, dataset.categories))  # the MMLU subject, read by gbt
     # mode -> (uncached embedder, context the calls run in)
     modes = {"as_installed": (make_embedder(cache=False), contextlib.nullcontext),
              "single_thread": (OnnxMiniLMEmbedder(threads=1), blas_one_thread)}
@@ -185,7 +186,7 @@ def routing_latency(dataset, embeddings, embedder_name: str) -> dict:
         vector = embedder.embed([prompt])
         embedded = time.perf_counter()
         if name != EMBED_ONLY:
-            routers[name].win_probability(vector, strong, weak, prompts=[prompt])
+            routers[name].win_probability(vector, strong, weak, prompts=[prompt], categories=[category[prompt]])
         done = time.perf_counter()
         return 1e3 * (done - started), 1e3 * (done - embedded)
 

@@ -104,3 +104,19 @@ def test_a_trained_router_file_routes_only_among_its_own_models(tmp_path, capsys
     assert json.loads(capsys.readouterr().out)["model"] in ("model-0", "model-1")
     assert main(["route", "hello", "--router-file", str(path), "--pool", "model-0:price=1;gpt-4o"]) == 2
     assert "gpt-4o" in capsys.readouterr().err and np.isfinite(emb).all()
+
+
+def test_route_passes_the_category_to_a_router_that_reads_it(tmp_path, capsys):
+    from test_gbt_router import task_dataset
+
+    from crossroads.embeddings import make_embedder
+    from crossroads.routers import make_router
+
+    data, _, _ = task_dataset()
+    noise = np.random.default_rng(0).normal(size=(data.n_queries, 384)).astype(np.float32)
+    path = make_router("gbt").fit(data, noise, embedder=make_embedder().name).save(tmp_path / "gbt.npz")
+    pool = "big:price=10/30,tier=frontier;small:price=0.1/0.3,tier=small"
+    for category, model in (("exam", "big"), ("chat", "small")):
+        assert main(["route", "question number 3", "--router-file", str(path), "--pool", pool, "--tolerance", "0",
+                     "--category", category, "--json"]) == 0
+        assert json.loads(capsys.readouterr().out)["model"] == model

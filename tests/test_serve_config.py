@@ -92,10 +92,12 @@ def test_requests_route_on_the_last_user_message_or_the_conversation():
 def test_overrides_are_taken_out_of_the_upstream_body():
     request = parse_chat_request({"model": "auto", "messages": [{"role": "user", "content": "x"}], "top_p": 0.5,
                                   "crossroads": {"allowed_models": ["a"], "max_cost_usd": 0.01,
-                                                 "objective": {"quality": 1, "cost": 2}, "session_id": "s"}})
+                                                 "objective": {"quality": 1, "cost": 2}, "session_id": "s",
+                                                 "category": "college_physics"}})
     assert request.body == {"messages": [{"role": "user", "content": "x"}], "top_p": 0.5}
     assert request.model == "auto" and request.overrides.allowed_models == ("a",)
     assert request.overrides.objective.cost == 2 and request.overrides.session_id == "s"
+    assert request.overrides.category == "college_physics"
 
 
 @pytest.mark.parametrize("body, param", [
@@ -107,6 +109,8 @@ def test_overrides_are_taken_out_of_the_upstream_body():
     ({"messages": [{"role": "user", "content": "x"}], "crossroads": {"max_cost_usd": -1}}, "crossroads.max_cost_usd"),
     ({"messages": [{"role": "user", "content": "x"}], "crossroads": {"allowed_models": "a"}}, "crossroads.allowed_models"),
     ({"messages": [{"role": "user", "content": "x"}], "crossroads": {"objective": "quality=-1"}}, "crossroads.objective"),
+    ({"messages": [{"role": "user", "content": "x"}], "crossroads": {"category": 3}}, "crossroads.category"),
+    ({"messages": [{"role": "user", "content": "x"}], "crossroads": {"category": ""}}, "crossroads.category"),
 ])
 def test_malformed_requests_name_the_field(body, param):
     with pytest.raises(BadRequest) as caught:

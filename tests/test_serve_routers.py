@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import numpy as np
 import openai
 import pytest
 from serve_helpers import ServerThread
 from topics import topics_dataset
 
-from crossroads.data.dataset import ModelInfo
+from crossroads.data.dataset import ModelInfo, RoutingDataset
 from crossroads.embeddings import make_embedder
 from crossroads.routers import make_router
 from crossroads.serve.config import parse_config
@@ -26,7 +27,22 @@ def router_file(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def server(router_file, tmp_path_factory):
+def task_router_file(tmp_path_factory):
+    """A gbt router for which only the request's category tells: `big` wins "exam" queries, `small` "chat" ones."""
+    prompts = topics_dataset([ModelInfo("big"), ModelInfo("small")]).prompts * 30
+    exam = np.random.default_rng(3).random(len(prompts)) < 0.6
+    dataset = RoutingDataset(
+        query_ids=[f"q{i}" for i in range(len(prompts))], prompts=prompts,
+        categories=["exam" if e else "chat" for e in exam], sources=["test"] * len(prompts),
+        models=[ModelInfo("big", 10, 30), ModelInfo("small", 0.1, 0.3)],
+        quality=np.stack([exam, ~exam], axis=1).astype(float), cost_usd=np.tile([1e-2, 1e-4], (len(prompts), 1)))
+    embedder = make_embedder("minilm-onnx", cache=False)
+    router = make_router("gbt").fit(dataset, embedder.embed(prompts), embedder=embedder.name)
+    return router.save(tmp_path_factory.mktemp("routers") / "gbt.npz")
+
+
+@pytest.fixture(scope="module")
+def server(router_file, task_router_file, tmp_path_factory):
     with FakeUpstream() as upstream:
         models = [{"name": name, "base_url": upstream.base_url, "upstream_model": "echo", "max_retries": 0,
                    "price_per_mtok_in": price, "price_per_mtok_out": 3 * price, "tier": tier}
@@ -35,6 +51,7 @@ def server(router_file, tmp_path_factory):
             "models": models,
             "routes": {"best": {"router_file": str(router_file), "objective": "quality=1"},
                        "thrifty": {"router_file": str(router_file), "objective": "quality=1,cost=5"},
+                       "by-task": {"router_file": str(task_router_file), "objective": "quality=1"},
                        "pretrained": {"router_file": "default", "objective": "quality=1"},
                        "pretrained-thrifty": {"router_file": "default", "objective": "quality=1,cost=5"}},
             "routellm": {"strong": "big", "weak": "small", "routers": {"knn": str(router_file)}},
@@ -44,9 +61,10 @@ def server(router_file, tmp_path_factory):
             yield running
 
 
-def ask(server, route, prompt):
+def ask(server, route, prompt, **overrides):
     client = openai.OpenAI(base_url=server.url + "/v1", api_key="none", max_retries=0)
-    return client.chat.completions.create(model=route, messages=[{"role": "user", "content": prompt}])
+    return client.chat.completions.create(model=route, messages=[{"role": "user", "content": prompt}],
+                                          extra_body={"crossroads": overrides} if overrides else None)
 
 
 def test_router_route_sends_each_prompt_to_the_model_predicted_best(server):
@@ -66,6 +84,11 @@ def test_routellm_names_route_by_win_probability_and_threshold(server, threshold
     assert answer.model == math_model
     assert answer.crossroads["kind"] == "routellm" and "threshold" in answer.crossroads["reason"]
     assert ask(server, f"router-knn-{threshold}", "Write a short poem about snow.").model == "small"
+
+
+def test_the_request_category_reaches_a_router_that_reads_categories(server):
+    assert ask(server, "by-task", "What is 12 times 12?", category="exam").model == "big"
+    assert ask(server, "by-task", "What is 12 times 12?", category="chat").model == "small"
 
 
 def test_the_pretrained_default_router_places_configured_models_by_price_and_tier(server):

@@ -33,8 +33,12 @@ class RouteDecision:
 
 
 def decide(prompt: str, pool: str, *, router_file: str | None = None, tolerance: float | None = None,
-           willingness_to_pay: float | None = None, embedder: str = "minilm-onnx") -> RouteDecision:
-    """Which model of ``pool`` (see :func:`crossroads.data.descriptors.parse_pool`) should answer ``prompt``."""
+           willingness_to_pay: float | None = None, embedder: str = "minilm-onnx",
+           category: str | None = None) -> RouteDecision:
+    """Which model of ``pool`` (see :func:`crossroads.data.descriptors.parse_pool`) should answer ``prompt``.
+
+    ``category`` is the prompt's task, for routers that read categories (see ``Router.reads_category``).
+    """
     from crossroads.embeddings import make_embedder
     from crossroads.pretrained import default_router_path
     from crossroads.routers import load_router
@@ -53,7 +57,7 @@ def decide(prompt: str, pool: str, *, router_file: str | None = None, tolerance:
     encoder = make_embedder(embedder)
     if router.embedder_ and encoder.name != router.embedder_:
         raise CrossroadsError(f"{path} was trained on {router.embedder_} embeddings; pass --embedder to match")
-    quality = router.predict(encoder.embed([prompt]), [prompt])[:, cols]
+    quality = router.predict(encoder.embed([prompt]), [prompt], [category])[:, cols]
     cost = ExpectedCost.from_prices(descriptors).predict([estimate_tokens(prompt)])
     if willingness_to_pay is not None:
         pick = int(choose_max_utility(quality, cost, willingness_to_pay)[0])

@@ -52,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
         if router.embedder_ and router.embedder_ != embedder_name:
             raise CrossroadsError(f"{args.router_file} was trained on {router.embedder_} embeddings; "
                                   f"pass --embedder to match (this run used {embedder_name})")
-        win = router.win_probability(embeddings, strong, weak, prompts=dataset.prompts)
+        win = router.win_probability(embeddings, strong, weak, prompts=dataset.prompts, categories=dataset.categories)
         name = router.name
     else:
         spec = RouterSpec.parse(args.router)

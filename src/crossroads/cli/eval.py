@@ -9,7 +9,7 @@ from pathlib import Path
 
 from crossroads.cli.common import add_data_options, embed, load_data, step_progress
 
-DEFAULT_ROUTERS = ["sw_ranking", "mf", "knn", "mlp", "ridge", "ensemble"]
+DEFAULT_ROUTERS = ["sw_ranking", "mf", "knn", "mlp", "ridge", "ensemble", "gbt", "ensemble:members=knn+ridge+gbt"]
 #: Printed tables: (title, [(metric key, column heading, shown as a percentage)]).
 TABLES = [
     ("strong/weak (RouteLLM method; _fine = fine grid, no rising-curve assumption)",

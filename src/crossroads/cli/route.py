@@ -29,6 +29,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                       help="pick the cheapest model predicted within Q of the best (default 0.05)")
     rule.add_argument("--willingness-to-pay", type=float, metavar="Q_PER_USD",
                       help="pick the model maximising predicted quality - this x expected cost in US$")
+    parser.add_argument("--category", help="the prompt's task as named in the router's training data (e.g. an MMLU "
+                                           "subject), for routers that read categories such as gbt")
     parser.add_argument("--embedder", default="minilm-onnx", help="embedder (must match the router's; default minilm-onnx)")
     parser.add_argument("--json", action="store_true", help="print the decision as JSON")
     parser.set_defaults(func=run)
@@ -39,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
 
     pool = _pool_text(args)
     decision = decide(args.prompt, pool, router_file=args.router_file, tolerance=args.tolerance,
-                      willingness_to_pay=args.willingness_to_pay, embedder=args.embedder)
+                      willingness_to_pay=args.willingness_to_pay, embedder=args.embedder, category=args.category)
     if args.json:
         print(json.dumps(decision.to_json(), indent=1))
     else:

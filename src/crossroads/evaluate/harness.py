@@ -174,9 +174,11 @@ def cross_validated_predictions(spec: RouterSpec, dataset: RoutingDataset, embed
     for k, split in enumerate(splits):
         router = spec.build().fit(dataset.subset(split.train), embeddings[split.train], embedder=embedder)
         prompts = [dataset.prompts[i] for i in split.test]
-        quality[split.test] = router.predict(embeddings[split.test], prompts)
+        categories = [dataset.categories[i] for i in split.test]
+        quality[split.test] = router.predict(embeddings[split.test], prompts, categories)
         if pair:
-            win[split.test] = router.win_probability(embeddings[split.test], *pair, prompts=prompts)
+            win[split.test] = router.win_probability(embeddings[split.test], *pair, prompts=prompts,
+                                                     categories=categories)
         if on_step:
             on_step(f"{spec.label} fold {k + 1}/{len(splits)}")
     return quality, win
@@ -196,8 +198,8 @@ def held_out_predictions(spec: RouterSpec, train: RoutingDataset, train_emb: np.
     if new:
         router.add_models(new, *(probes or (None, None)))
     cols = [router.model_column(name) for name in test.model_names]
-    quality = router.predict(test_emb, test.prompts)[:, cols]
-    win = router.win_probability(test_emb, *pair, prompts=test.prompts) if pair else None
+    quality = router.predict(test_emb, test.prompts, test.categories)[:, cols]
+    win = router.win_probability(test_emb, *pair, prompts=test.prompts, categories=test.categories) if pair else None
     if on_step:
         on_step(f"{spec.label} trained and tested")
     return quality, win

@@ -14,6 +14,7 @@ _ROUTERS = {
     "knn": "crossroads.routers.knn:KNNRouter",
     "mlp": "crossroads.routers.mlp:MLPRouter",
     "ridge": "crossroads.routers.ridge:RidgeRouter",
+    "gbt": "crossroads.routers.gbt:GBTRouter",
     "ensemble": "crossroads.routers.ensemble:EnsembleRouter",
     "bert": "crossroads.routers.bert:BertRouter",
     "causal_llm": "crossroads.routers.causal_llm:CausalLLMRouter",

@@ -53,6 +53,8 @@ class Router(ABC):
     name: ClassVar[str]
     #: True for routers that read the prompt text as well as its embedding.
     reads_text: ClassVar[bool] = False
+    #: True for routers that use each query's category (the task it belongs to) when given one.
+    reads_category: ClassVar[bool] = False
     #: True for routers that can take models they were not trained on (``add_models``).
     open_pool: ClassVar[bool] = False
 
@@ -74,19 +76,23 @@ class Router(ABC):
         self._fit(dataset, embeddings)
         return self
 
-    def predict(self, embeddings: np.ndarray, prompts: Sequence[str] | None = None) -> np.ndarray:
+    def predict(self, embeddings: np.ndarray, prompts: Sequence[str] | None = None,
+                categories: Sequence[str | None] | None = None) -> np.ndarray:
         """Predicted quality in [0, 1], shape ``(n_queries, n_models)``, columns in ``models_`` order.
 
         ``prompts`` (the texts behind the embeddings) are needed by routers with ``reads_text``.
+        ``categories`` (each query's task, None where unknown) are used by routers with
+        ``reads_category`` and ignored by the others.
         """
         self._check_fitted()
         embeddings = np.atleast_2d(np.asarray(embeddings, dtype=np.float32))
-        self._check_prompts(embeddings, prompts)
+        self._check_inputs(embeddings, prompts, categories)
         with _threads_for(len(embeddings)):
-            return np.clip(self._predict(embeddings, prompts), 0.0, 1.0)
+            return np.clip(self._predict(embeddings, prompts, categories), 0.0, 1.0)
 
     def win_probability(
-        self, embeddings: np.ndarray, strong: str, weak: str, prompts: Sequence[str] | None = None
+        self, embeddings: np.ndarray, strong: str, weak: str, prompts: Sequence[str] | None = None,
+        categories: Sequence[str | None] | None = None,
     ) -> np.ndarray:
         """P(``strong``'s answer beats ``weak``'s) per query, shape ``(n_queries,)``."""
         self._check_fitted()
@@ -96,8 +102,8 @@ class Router(ABC):
             logit = self._pair_logit(embeddings, a, b)
             if logit is not None:
                 return 1.0 / (1.0 + np.exp(-logit))
-            self._check_prompts(embeddings, prompts)
-            quality = self._predict(embeddings, prompts)  # unclipped, so that clipping does not create ties
+            self._check_inputs(embeddings, prompts, categories)
+            quality = self._predict(embeddings, prompts, categories)  # unclipped, so that clipping does not create ties
         return np.clip(0.5 + 0.5 * (quality[:, a] - quality[:, b]), 0.0, 1.0)
 
     def model_column(self, name: str) -> int:
@@ -141,7 +147,8 @@ class Router(ABC):
     def _fit(self, dataset: RoutingDataset, embeddings: np.ndarray) -> None: ...
 
     @abstractmethod
-    def _predict(self, embeddings: np.ndarray, prompts: Sequence[str] | None) -> np.ndarray: ...
+    def _predict(self, embeddings: np.ndarray, prompts=None, categories=None) -> np.ndarray:
+        """Unclipped predicted quality; ``categories`` is None or one category (or None) per query."""
 
     @abstractmethod
     def _state(self) -> dict[str, np.ndarray]: ...
@@ -153,11 +160,15 @@ class Router(ABC):
         """log-odds that model a beats model b, or None to derive it from predicted quality."""
         return None
 
-    def _check_prompts(self, embeddings: np.ndarray, prompts: Sequence[str] | None) -> None:
+    def _check_inputs(self, embeddings: np.ndarray, prompts: Sequence[str] | None,
+                      categories: Sequence[str | None] | None) -> None:
         if self.reads_text and prompts is None:
             raise CrossroadsError(f"the {self.name} router reads the prompt text: pass prompts= as well as embeddings")
         if prompts is not None and len(prompts) != len(embeddings):
             raise CrossroadsError(f"{len(prompts)} prompts for {len(embeddings)} embeddings: pass one prompt per embedding")
+        if categories is not None and len(categories) != len(embeddings):
+            raise CrossroadsError(f"{len(categories)} categories for {len(embeddings)} embeddings: pass one category "
+                                  "(or None) per embedding")
 
     def _check_fitted(self) -> None:
         if not hasattr(self, "models_"):

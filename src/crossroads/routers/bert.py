@@ -95,7 +95,7 @@ class BertRouter(Router):
         self._session = None
 
     # -- inference (onnxruntime) -----------------------------------------------------------
-    def _predict(self, embeddings: np.ndarray, prompts=None) -> np.ndarray:
+    def _predict(self, embeddings: np.ndarray, prompts=None, categories=None) -> np.ndarray:
         session = self._onnx_session()
         out = []
         for start in range(0, len(prompts), PREDICT_BATCH):

@@ -102,7 +102,7 @@ class CausalLLMRouter(Router):
         self._lm = _for_inference(lm, torch)  # as a loaded router predicts
 
     # -- inference ---------------------------------------------------------------------
-    def _predict(self, embeddings: np.ndarray, prompts=None) -> np.ndarray:
+    def _predict(self, embeddings: np.ndarray, prompts=None, categories=None) -> np.ndarray:
         torch = _torch()
         lm = self._language_model(torch)
         n, m = len(prompts), len(self.models_)

@@ -27,12 +27,13 @@ class EnsembleRouter(Router):
             raise CrossroadsError(f"ensemble members {members!r}: give router names joined by '+', e.g. knn+ridge")
         self._classes = [router_class(name) for name in names]
         self.reads_text = any(cls.reads_text for cls in self._classes)
+        self.reads_category = any(cls.reads_category for cls in self._classes)
 
     def _fit(self, dataset: RoutingDataset, embeddings: np.ndarray) -> None:
         self.members_ = [cls().fit(dataset, embeddings, self.embedder_) for cls in self._classes]
 
-    def _predict(self, embeddings: np.ndarray, prompts=None) -> np.ndarray:
-        return np.mean([member.predict(embeddings, prompts) for member in self.members_], axis=0)
+    def _predict(self, embeddings: np.ndarray, prompts=None, categories=None) -> np.ndarray:
+        return np.mean([member.predict(embeddings, prompts, categories) for member in self.members_], axis=0)
 
     def _state(self) -> dict[str, np.ndarray]:
         return {f"{i}.{key}": value for i, member in enumerate(self.members_) for key, value in member._state().items()}

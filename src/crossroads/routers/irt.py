@@ -212,7 +212,7 @@ class IRTRouter(Router):
         return shift
 
     # -- prediction and state ---------------------------------------------------------
-    def _predict(self, embeddings: np.ndarray, prompts: Sequence[str] | None) -> np.ndarray:
+    def _predict(self, embeddings: np.ndarray, prompts=None, categories=None) -> np.ndarray:
         x = self._query_features(embeddings, prompts)
         logit = (self.model_ability_[None, :] - (x @ self.difficulty_ + self.bias_)[:, None]
                  + (x @ self.skills_) @ self.model_loading_.T)

@@ -38,7 +38,7 @@ class KNNRouter(Router):
         self.quality_ = dataset.quality.astype(np.float32)
         self.prior_ = np.nan_to_num(np.nanmean(dataset.quality, axis=0), nan=0.5)
 
-    def _predict(self, embeddings: np.ndarray, prompts=None) -> np.ndarray:
+    def _predict(self, embeddings: np.ndarray, prompts=None, categories=None) -> np.ndarray:
         train = self.embeddings_
         k = min(self.k, len(train))
         out = np.empty((len(embeddings), self.quality_.shape[1]))

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import sys
 import time
-from typing import Sequence
 
 import numpy as np
 
@@ -223,7 +222,7 @@ class MatrixFactorizationRouter(Router):
         unit = self.model_vectors_ / np.maximum(np.linalg.norm(self.model_vectors_, axis=1, keepdims=True), 1e-12)
         return embeddings @ ((unit * self.classifier_) @ self.projection_).T + self.bias_
 
-    def _predict(self, embeddings: np.ndarray, prompts: Sequence[str] | None = None) -> np.ndarray:
+    def _predict(self, embeddings: np.ndarray, prompts=None, categories=None) -> np.ndarray:
         scores = self.scores(embeddings).astype(np.float64)
         win_prob = _sigmoid(scores[:, :, None] - scores[:, None, :])
         return quality_from_win_probabilities(win_prob, float(self.level_))

@@ -70,7 +70,7 @@ class MLPRouter(Router):
                 })
         self.w1_, self.b1_, self.w2_, self.b2_ = (params[k] for k in ("w1", "b1", "w2", "b2"))
 
-    def _predict(self, embeddings: np.ndarray, prompts=None) -> np.ndarray:
+    def _predict(self, embeddings: np.ndarray, prompts=None, categories=None) -> np.ndarray:
         h = np.maximum(embeddings @ self.w1_ + self.b1_, 0.0)
         return _sigmoid(h @ self.w2_ + self.b2_)
 

@@ -26,7 +26,7 @@ class RandomRouter(Router):
     def _fit(self, dataset: RoutingDataset, embeddings: np.ndarray) -> None:
         pass
 
-    def _predict(self, embeddings: np.ndarray, prompts=None) -> np.ndarray:
+    def _predict(self, embeddings: np.ndarray, prompts=None, categories=None) -> np.ndarray:
         rng = np.random.default_rng(self.random_state)
         return rng.random((len(embeddings), len(self.models_)))
 

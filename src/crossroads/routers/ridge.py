@@ -44,7 +44,7 @@ class RidgeRouter(Router):
                 fitted = Ridge(alpha=self.alpha).fit(features[rows], dataset.quality[rows, j])
                 self.coef_[j], self.intercept_[j] = fitted.coef_, fitted.intercept_
 
-    def _predict(self, embeddings: np.ndarray, prompts=None) -> np.ndarray:
+    def _predict(self, embeddings: np.ndarray, prompts=None, categories=None) -> np.ndarray:
         return np.asarray(self._features(embeddings, prompts) @ self.coef_.T.astype(np.float64)) + self.intercept_
 
     def _state(self) -> dict[str, np.ndarray]:

@@ -17,8 +17,6 @@ single matrix product ``weights @ per-query wins``.
 
 from __future__ import annotations
 
-from typing import Sequence
-
 import numpy as np
 
 from crossroads.data.dataset import RoutingDataset
@@ -135,7 +133,7 @@ class SWRankingRouter(Router):
             levels[block] = (weights @ self.levels_).astype(np.float64) / total
         return ratings, levels
 
-    def _predict(self, embeddings: np.ndarray, prompts: Sequence[str] | None = None) -> np.ndarray:
+    def _predict(self, embeddings: np.ndarray, prompts=None, categories=None) -> np.ndarray:
         ratings, levels = self.ratings(embeddings)
         win_prob = 1.0 / (1.0 + np.exp(-(ratings[:, :, None] - ratings[:, None, :])))
         return quality_from_win_probabilities(win_prob, levels)

@@ -14,7 +14,7 @@ from typing import Any
 from crossroads.errors import CrossroadsError
 from crossroads.online.objective import Objective, parse_objective
 
-OVERRIDE_KEYS = ("allowed_models", "max_cost_usd", "objective", "session_id")
+OVERRIDE_KEYS = ("allowed_models", "category", "max_cost_usd", "objective", "session_id")
 
 
 class BadRequest(CrossroadsError):
@@ -31,6 +31,8 @@ class Overrides:
     max_cost_usd: float | None = None
     objective: Objective | None = None
     session_id: str | None = None
+    #: The task the request belongs to (e.g. an MMLU subject, an app feature), for routers that read it.
+    category: str | None = None
 
 
 @dataclass(frozen=True)
@@ -108,4 +110,8 @@ def parse_overrides(raw: Any) -> Overrides:
     session = raw.get("session_id")
     if session is not None and (not isinstance(session, str) or not session):
         raise BadRequest("crossroads.session_id must be a non-empty string", "crossroads.session_id")
-    return Overrides(allowed, None if cap is None else float(cap), objective, session)
+    category = raw.get("category")
+    if category is not None and (not isinstance(category, str) or not category):
+        raise BadRequest("crossroads.category must be a non-empty string naming the request's task, "
+                         "as in the router's training data", "crossroads.category")
+    return Overrides(allowed, None if cap is None else float(cap), objective, session, category)

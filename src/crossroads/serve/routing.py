@@ -90,7 +90,7 @@ class Routes:
         candidates = self._candidates(route, text, overrides, unavailable)
         if route.learner is not None:
             return self._learn(decision_id, route, candidates, objective, text, overrides)
-        return self._predict(decision_id, route, candidates, objective, text)
+        return self._predict(decision_id, route, candidates, objective, text, overrides.category)
 
     def scale(self, models: list[str], objective: Objective, tokens_in: float = NOMINAL_TOKENS_IN,
               tokens_out: float = NOMINAL_TOKENS_OUT) -> PoolScale:
@@ -160,12 +160,12 @@ class Routes:
                       learner_key=key, probability=decision.probability, scores=decision.scores, context=context)
 
     def _predict(self, decision_id: str, route: RouteConfig, candidates: list[str], objective: Objective,
-                 text: str) -> Choice:
+                 text: str, category: str | None) -> Choice:
         router = self._router(route.router_file)
         known = [m for m in candidates if m in router.models_]
         if not known:
             raise CrossroadsError(f"route {route.name!r}: its router knows none of the candidates {candidates}")
-        quality = router.predict(self._embed(text)[None, :], prompts=[text])[0]
+        quality = router.predict(self._embed(text)[None, :], prompts=[text], categories=[category])[0]
         tokens_in = estimate_tokens(text)
         cost = {m: self.config.model(m).cost_usd(tokens_in, NOMINAL_TOKENS_OUT) for m in known}
         latency = {m: self.config.model(m).expected_latency_s or 0.0 for m in known}
@@ -183,7 +183,8 @@ class Routes:
         assert self.config.routellm is not None
         strong, weak = self.config.routellm.strong, self.config.routellm.weak
         router = self._router(self.config.routellm.routers[router_name])
-        win = float(router.win_probability(self._embed(text)[None, :], strong, weak, prompts=[text])[0])
+        win = float(router.win_probability(self._embed(text)[None, :], strong, weak, prompts=[text],
+                                           categories=[overrides.category])[0])
         go_strong = bool(route_strong_weak(win, threshold))
         ranking = [strong, weak] if go_strong else [weak, strong]
         if overrides.allowed_models is not None:
