@@ -1,8 +1,9 @@
 """The pretrained ``default`` router shipped with crossroads, for users with no data of their own.
 
 ``default.npz`` is an ``irt`` router trained on public recorded outcomes (RouterBench,
-MMLU-Pro, LLMRouter and RouterDC's non-MMLU, non-GSM8K sets, with every question that
-recurs in MMLU or GSM8K removed); it places any model by its price and tier, so it
+MMLU-Pro and RouterDC's non-MMLU, non-GSM8K sets, with every question that recurs in
+MMLU or GSM8K removed; LLMRouter is left out because it mixes in GSM8K training
+questions); it places any model by its price and tier, so it
 routes among models it never saw.  ``default.json`` beside it records the data, the
 command that trained it and its measured metrics.  It loads with numpy alone.
 """

@@ -228,7 +228,6 @@ class Routes:
             self._routers[path] = router
         return self._routers[path]
 
-
     @staticmethod
     def _descriptor(model: ModelConfig):
         from dataclasses import replace
@@ -242,9 +241,9 @@ class Routes:
 
 def _router_path(path: str) -> str:
     """``default`` names the pretrained default router shipped with crossroads."""
-    if path == "default":
-        from crossroads.pretrained import default_router_path
+    from crossroads.pretrained import DEFAULT_ROUTER_NAME, default_router_path
 
+    if path == DEFAULT_ROUTER_NAME:
         return str(default_router_path())
     return path
 
