@@ -74,9 +74,10 @@ def evaluate_each(specs, dataset, embeddings, *, seed: int, pair, embedder: str,
     come from one extra call with no router.
     """
     from crossroads.evaluate.harness import Evaluation, evaluate
+    from crossroads.routers import ROUTERS
 
     entries, seconds, skipped = [], {}, {}
-    for spec in specs:
+    for spec in map(ROUTERS.spec, specs):
         started = time.perf_counter()
         done = [0, 0.0]  # folds done, seconds at the last fold
 

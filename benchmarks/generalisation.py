@@ -37,8 +37,8 @@ from crossroads.data.importers import load_dataset
 from crossroads.embeddings import make_embedder
 from crossroads.evaluate import metrics
 from crossroads.evaluate.harness import evaluate
-from crossroads.evaluate.replay import RouterSpec
 from crossroads.paths import shared_data_dir
+from crossroads.routers import make_router
 
 GPT4, MIXTRAL = "gpt-4-1106-preview", "mistralai/Mixtral-8x7B-Instruct-v0.1"
 SETS = {
@@ -82,7 +82,7 @@ def leave_one_dataset_out(sets: dict, embedder_name: str) -> tuple[list[dict], T
         pair = PAIRS.get(held_out)
         for label in LODO_ROUTERS:
             started = time.perf_counter()
-            run = evaluate([RouterSpec.parse(label)], train, train_emb, test=(test, test_emb), pair=pair,
+            run = evaluate([label], train, train_emb, test=(test, test_emb), pair=pair,
                            embedder=embedder_name)
             entries = {entry.name: entry.metrics for entry in run.entries}
             router, random = entries[label], entries["random"]
@@ -109,20 +109,17 @@ def leave_one_dataset_out(sets: dict, embedder_name: str) -> tuple[list[dict], T
 
 
 def default_router(sets: dict) -> tuple[list[dict], Table]:
-    from crossroads.pretrained import (
-        default_provenance,
-        default_router_path,
-        load_default_router,
-    )
-    from crossroads.routers.provenance import add_metrics
+    from crossroads.pretrained import default_router_path
+    from crossroads.routers import load_router
+    from crossroads.routers.provenance import add_metrics, read_provenance
 
-    provenance = default_provenance()
+    provenance = read_provenance(default_router_path())
     table = Table("Pretrained default router on benchmarks it never saw",
                   ["benchmark", "APGR", "CPT(50%)", "random APGR", "RouteLLM Arena-only APGR"])
     rows = []
     for name in ("RouteLLM MMLU", "RouteLLM GSM8K"):
         data, emb = sets[name]
-        router = load_default_router().add_models([GPT4, MIXTRAL])
+        router = load_router("default").add_models([GPT4, MIXTRAL])
         win = router.win_probability(emb, GPT4, MIXTRAL, prompts=data.prompts)
         strong, weak = (data.quality[:, data.model_index(m)] for m in (GPT4, MIXTRAL))
         found = metrics.strong_weak_metrics(win, strong, weak)
@@ -146,12 +143,11 @@ def probes(sets: dict, embedder_name: str) -> tuple[list[dict], Table]:
     train_rows = rng.random(data.n_queries) < 0.5
     train, test = data.subset(train_rows), data.subset(~train_rows)
     train_emb, test_emb = emb[train_rows], emb[~train_rows]
-    spec = RouterSpec.parse("irt")
     rows = []
-    full = spec.build().fit(train, train_emb, embedder=embedder_name)  # every model's outcomes: the reference
+    full = make_router("irt").fit(train, train_emb, embedder=embedder_name)  # every model's outcomes: the reference
     for new, partner in PROBE_PAIRS:
         without = train.select_models([m for m in train.model_names if m != new])
-        base = spec.build().fit(without, train_emb, embedder=embedder_name)
+        base = make_router("irt").fit(without, train_emb, embedder=embedder_name)
         strong, weak = (new, partner) if np.nanmean(train.quality[:, train.model_index(new)]) >= np.nanmean(
             train.quality[:, train.model_index(partner)]) else (partner, new)
         s, w = (test.quality[:, test.model_index(m)] for m in (strong, weak))

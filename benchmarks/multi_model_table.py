@@ -104,7 +104,6 @@ def single_model_cost_shares(entry, best) -> dict:
 
 def run_dataset(key: str, routers: list[str], budget_s: float, mmlu_pro_queries: int, out_dir: Path):
     from crossroads.evaluate.plots import plot_evaluation
-    from crossroads.evaluate.replay import RouterSpec
 
     title, fmt, folder, about = DATASETS[key]
     spec = f"{fmt}:{shared_data_dir() / folder}"
@@ -113,7 +112,7 @@ def run_dataset(key: str, routers: list[str], budget_s: float, mmlu_pro_queries:
     select, selection = rows_for(key, mmlu_pro_queries)
     dataset, embeddings, embedder = load_embedded(spec, rows=select)
     print(f"{dataset.n_queries} queries x {dataset.n_models} models")
-    evaluation, seconds, skipped = evaluate_each([RouterSpec.parse(r) for r in routers], dataset, embeddings,
+    evaluation, seconds, skipped = evaluate_each(list(routers), dataset, embeddings,
                                                  seed=SEED, pair=None, embedder=embedder, budget_s=budget_s)
     png = plot_evaluation(evaluation, out_dir / f"multi_model_{key}.png",
                           title=f"{title}: {dataset.n_queries} queries, {dataset.n_models} models, 5-fold CV")
@@ -175,12 +174,11 @@ def run_dataset(key: str, routers: list[str], budget_s: float, mmlu_pro_queries:
 def target_spread(evaluation, dataset, embeddings, embedder: str, labels: list[str]) -> dict:
     """The target metric of each router that ran, with fold seed 0 and the extra seeds."""
     from crossroads.evaluate.harness import evaluate
-    from crossroads.evaluate.replay import RouterSpec
 
     per_seed = {SEED: {e.name: e.metrics[TARGET["metric"]] for e in evaluation.entries if e.kind == "router"}}
     for seed in TARGET_EXTRA_SEEDS:
         print(f"  {TARGET['metric']} with fold seed {seed}")
-        run = evaluate([RouterSpec.parse(label) for label in labels], dataset, embeddings, folds=5, seed=seed,
+        run = evaluate(list(labels), dataset, embeddings, folds=5, seed=seed,
                        embedder=embedder)
         per_seed[seed] = {e.name: e.metrics[TARGET["metric"]] for e in run.entries if e.kind == "router"}
     summary = {}

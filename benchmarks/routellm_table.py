@@ -89,7 +89,6 @@ CATEGORY_NOTE = (
 def run_benchmark(key: str, routers: list[str], stability_seeds: tuple[int, ...], out_dir: Path) -> tuple[dict, list]:
     from crossroads.evaluate.harness import default_pair, evaluate
     from crossroads.evaluate.plots import plot_evaluation
-    from crossroads.evaluate.replay import RouterSpec
 
     title, fmt, folder = BENCHMARKS[key]
     spec = f"{fmt}:{shared_data_dir() / folder}"
@@ -98,7 +97,7 @@ def run_benchmark(key: str, routers: list[str], stability_seeds: tuple[int, ...]
     dataset, embeddings, embedder = load_embedded(spec)
     pair = default_pair(dataset, None, None)
     print(f"{dataset.n_queries} queries, strong {pair[0]}, weak {pair[1]}")
-    evaluation, seconds, _ = evaluate_each([RouterSpec.parse(r) for r in routers], dataset, embeddings,
+    evaluation, seconds, _ = evaluate_each(list(routers), dataset, embeddings,
                                            seed=SEED, pair=pair, embedder=embedder)
     png = plot_evaluation(evaluation, out_dir / f"routellm_{key}.png", title=f"{title}, 5-fold CV (seed {SEED})")
 
@@ -132,7 +131,7 @@ def run_benchmark(key: str, routers: list[str], stability_seeds: tuple[int, ...]
         runs = {SEED: next(e for e in routers_only if e.name == stable).metrics}
         for seed in stability_seeds:
             print(f"  {stable}, fold seed {seed}")
-            other = evaluate([RouterSpec.parse(stable)], dataset, embeddings, folds=5, pair=pair, seed=seed,
+            other = evaluate([stable], dataset, embeddings, folds=5, pair=pair, seed=seed,
                              embedder=embedder)
             runs[seed] = other.entries[0].metrics
         stability = stability_summary(stable, runs, target)

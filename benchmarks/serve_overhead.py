@@ -43,7 +43,7 @@ import httpx
 import numpy as np
 import yaml
 
-from crossroads.serve.ports import free_port
+from crossroads.upstream.servers import free_port
 
 RESULTS = Path(__file__).parent / "results"
 PROMPTS = ["What is {a} times {b}?", "Write a haiku about {w}.", "Explain {w} to a child.",
@@ -167,7 +167,7 @@ def main() -> None:
     try:
         upstream_port, crossroads_port = free_port(), free_port()
         upstream = f"http://127.0.0.1:{upstream_port}/v1"
-        processes.append(start([sys.executable, "-m", "crossroads.serve.fake_upstream", "--port", str(upstream_port)],
+        processes.append(start([sys.executable, "-m", "crossroads.upstream.fake", "--port", str(upstream_port)],
                                work / "upstream.log"))
         train_router(work / "knn.npz")
         models = [{"name": name, "base_url": upstream, "upstream_model": "echo", "price_per_mtok_in": price,
@@ -228,8 +228,8 @@ def local_model_share(work: Path, processes: list[subprocess.Popen], added_p50_m
     (end-to-end at the client minus the upstream call's latency in the outcome), and the
     added p50 measured against the instant upstream divided by the real end-to-end p50.
     """
-    from crossroads.serve.local_model import LocalModelServer
     from crossroads.serve.store import open_store
+    from crossroads.upstream.local_model import LocalModelServer
 
     print("real model: starting gemma-3-270m on llama.cpp ...", file=sys.stderr)
     with LocalModelServer() as local:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from crossroads.serve.local_model import LocalModelNotInstalled, LocalModelServer
+from crossroads.upstream.local_model import LocalModelNotInstalled, LocalModelServer
 
 
 @pytest.fixture(scope="session")

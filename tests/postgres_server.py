@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Self
 from urllib.parse import urlsplit, urlunsplit
 
-from crossroads.serve.ports import free_port
+from crossroads.upstream.servers import free_port
 
 SYSTEM_USER = "postgres"
 START_TIMEOUT_S = 30

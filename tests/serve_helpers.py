@@ -12,8 +12,7 @@ from typing import Any
 import httpx
 import yaml
 
-from crossroads.serve.fake_upstream import ThreadedServer
-from crossroads.serve.ports import free_port
+from crossroads.upstream.servers import ThreadedServer, free_port
 
 
 class ServerThread(ThreadedServer):

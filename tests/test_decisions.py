@@ -2,20 +2,34 @@
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import pytest
 
-from crossroads.decisions import (
+from crossroads.errors import CrossroadsError
+from crossroads.objective import LinearReward, Objective, PoolScale
+from crossroads.objective.rules import (
+    CheapestWithin,
+    MaxReward,
+    MaxUtility,
     calibrate_threshold,
-    choose_cheapest_within,
-    choose_max_utility,
-    cost_cap_unmet,
+    decide,
+    make_rule,
     parse_routellm_model,
     route_strong_weak,
 )
-from crossroads.errors import CrossroadsError
+
+
+def choose_max_utility(predicted_quality, expected_cost_usd, willingness_to_pay, **options):
+    return decide(predicted_quality, expected_cost_usd, MaxUtility(willingness_to_pay), **options).chosen
+
+
+def choose_cheapest_within(predicted_quality, expected_cost_usd, tolerance, **options):
+    return decide(predicted_quality, expected_cost_usd, CheapestWithin(tolerance), **options).chosen
+
+
+def cost_cap_unmet(predicted_quality, expected_cost_usd, max_cost_usd, allowed=None):
+    return decide(predicted_quality, expected_cost_usd, MaxUtility(0.0), allowed=allowed,
+                  max_cost_usd=max_cost_usd).cap_unmet
 
 
 # -- strong / weak ---------------------------------------------------------------
@@ -218,16 +232,23 @@ def _reference_cheapest_within(quality, cost, tolerance, allowed, cap):
     return chosen
 
 
-@pytest.mark.parametrize("seed", range(4))
-def test_choices_match_reference_on_random_tied_data(seed):
+def tied_data(seed: int, n: int, m: int):
+    """Random predictions, costs, allowed masks (at least one model per query) and caps.
+
+    Dyadic values make ties exact, so tie-breaking is exercised.
+    """
     rng = np.random.default_rng(seed)
-    n, m = 300, 6
-    # dyadic values make ties exact, so tie-breaking is exercised
     quality = rng.integers(0, 5, (n, m)) / 4
     cost = rng.integers(1, 5, (n, m)) / 8
     allowed = rng.random((n, m)) < 0.7
     allowed[np.arange(n), rng.integers(0, m, n)] = True
-    cap = rng.integers(0, 5, n) / 8
+    return quality, cost, allowed, rng.integers(0, 5, n) / 8
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_choices_match_reference_on_random_tied_data(seed):
+    n, m = 300, 6
+    quality, cost, allowed, cap = tied_data(seed, n, m)
     for wtp in (0.0, 0.5, 2.0, 16.0):
         for use_cap in (None, cap):
             got = choose_max_utility(quality, cost, wtp, allowed=allowed, max_cost_usd=use_cap)
@@ -239,13 +260,47 @@ def test_choices_match_reference_on_random_tied_data(seed):
     assert cost_cap_unmet(quality, cost, cap, allowed=allowed).tolist() == unmet
 
 
-def test_choices_are_fast_on_a_full_size_pool():
-    rng = np.random.default_rng(0)
-    n, m = 15_000, 29
-    quality = rng.random((n, m))
-    cost = rng.random((n, m)) * 1e-3
-    start = time.perf_counter()
-    chosen = choose_max_utility(quality, cost, 200.0, allowed=rng.random(m) < 0.8, max_cost_usd=5e-4)
-    choose_cheapest_within(quality, cost, 0.05)
-    assert time.perf_counter() - start < 1.0
-    assert chosen.shape == (n,)
+@pytest.mark.parametrize("seed", range(3))
+def test_the_ranking_starts_with_the_choice_and_orders_candidates_before_the_rest(seed):
+    m = 5
+    quality, cost, allowed, _ = tied_data(seed, 200, m)
+    for rule in (MaxUtility(0.5), CheapestWithin(0.25), MaxReward(Objective(quality=1, cost=0.5))):
+        choices = decide(quality, cost, rule, allowed=allowed)
+        assert (choices.ranking[:, 0] == choices.chosen).all(), rule
+        assert all(sorted(row) == list(range(m)) for row in choices.ranking.tolist())
+        in_front = np.take_along_axis(allowed, choices.ranking, axis=1)
+        assert (np.sort(in_front, axis=1)[:, ::-1] == in_front).all()  # every candidate before every other model
+
+
+def test_max_reward_is_the_best_linear_reward_with_cost_scaled_over_each_querys_candidates():
+    rng = np.random.default_rng(1)
+    quality, cost, latency = rng.random((50, 4)), rng.random((50, 4)) * 0.01, rng.random((50, 4)) * 5
+    objective = Objective(quality=1, cost=0.7, latency=0.3)
+    ranking = decide(quality, cost, MaxReward(objective), expected_latency_s=latency).ranking
+    for i in range(50):
+        scale = PoolScale.from_observed(cost[i], latency[i])
+        reward = LinearReward(objective, scale)(quality[i], cost[i], latency[i])
+        assert ranking[i].tolist() == sorted(range(4), key=lambda j: (-reward[j], cost[i, j], j))
+
+
+def test_max_reward_takes_any_reward_and_needs_latency_when_it_weighs_it():
+    quality = np.array([[0.9, 0.5]])
+    cost = np.array([0.02, 0.001])
+    assert decide(quality, cost, MaxReward(Objective(quality=1))).chosen.tolist() == [0]
+    assert decide(quality, cost, MaxReward(Objective(quality=1, cost=1))).chosen.tolist() == [1]
+    per_dollar = LinearReward(Objective(quality=1, cost=0.1), PoolScale(0.0, 1.0))  # a fixed, wide scale
+    assert decide(quality, cost, MaxReward(per_dollar)).chosen.tolist() == [0]
+    with pytest.raises(CrossroadsError, match="weighs latency"):
+        decide(quality, cost, MaxReward(Objective(quality=1, latency=1)))
+
+
+def test_rules_are_named_by_specs():
+    assert make_rule("within:tolerance=0.02", Objective()) == CheapestWithin(0.02)
+    assert make_rule("utility:willingness_to_pay=100", Objective()) == MaxUtility(100.0)
+    assert make_rule("reward", Objective(cost=2)) == MaxReward(Objective(cost=2))
+    with pytest.raises(CrossroadsError, match=r"unknown decision rule 'cheapest'; choose one of: reward \("):
+        make_rule("cheapest", Objective())
+    with pytest.raises(CrossroadsError, match="within.*no option 'tol'; its options: tolerance"):
+        make_rule("within:tol=0.1", Objective())
+    with pytest.raises(CrossroadsError, match="tolerance='tight' is not a number"):
+        make_rule("within:tolerance=tight", Objective())

@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from crossroads.costs import ExpectedCost
 from crossroads.data.dataset import ModelInfo
 from crossroads.data.descriptors import catalog, describe, feature_matrix, parse_pool
 from crossroads.data.pricing import PRICE_TABLE
 from crossroads.errors import CrossroadsError
+from crossroads.objective.cost import ExpectedCost
 
 ROUTERBENCH = ["gpt-4-1106-preview", "gpt-3.5-turbo-1106", "claude-v1", "claude-v2", "claude-instant-v1",
                "meta/llama-2-70b-chat", "mistralai/mixtral-8x7b-chat", "mistralai/mistral-7b-chat",

@@ -9,7 +9,6 @@ from synthetic import two_topic_dataset
 from crossroads.data.dataset import ModelInfo, RoutingDataset
 from crossroads.errors import CrossroadsError
 from crossroads.evaluate.harness import evaluate
-from crossroads.evaluate.replay import RouterSpec
 from crossroads.routers import load_router, make_router
 from crossroads.routers.gbt import Forest
 
@@ -87,7 +86,7 @@ def test_an_ensemble_passes_categories_to_its_members():
 
 def test_cross_validation_gives_routers_the_test_queries_categories():
     dataset, embeddings, _ = task_dataset()
-    evaluation = evaluate([RouterSpec.parse("gbt"), RouterSpec.parse("knn")], dataset, embeddings, folds=5,
+    evaluation = evaluate(["gbt", "knn"], dataset, embeddings, folds=5,
                           pair=("big", "small"))
     apgr = {e.name: e.metrics["apgr"] for e in evaluation.entries if e.kind == "router"}
     assert apgr["gbt"] > 0.9 and apgr["knn"] < 0.7

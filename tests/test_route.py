@@ -11,12 +11,10 @@ import numpy as np
 import pytest
 
 from crossroads.cli.main import main
-from crossroads.pretrained import (
-    default_provenance,
-    default_router_path,
-    load_default_router,
-)
-from crossroads.route import decide
+from crossroads.pretrained import default_router_path
+from crossroads.route import route_prompt
+from crossroads.routers import load_router
+from crossroads.routers.provenance import read_provenance
 
 HARD = ("Prove that for every prime p > 3, p^2 - 1 is divisible by 24, then compute the number of integer solutions "
         "of x^2 + y^2 = 5^6 and justify each step of the derivation.")
@@ -26,7 +24,7 @@ EASY = "Which word is a colour: red, dog or chair?"
 def test_the_shipped_file_is_small_and_its_provenance_matches_it():
     path = default_router_path()
     assert path.stat().st_size < 3_000_000
-    record = default_provenance()
+    record = read_provenance(default_router_path())
     assert record["file_sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
     assert record["router"] == "irt" and record["command"].startswith("crossroads train ")
     assert record["training_queries_removed"] > 0 and "--exclude-questions" in record["command"]
@@ -37,15 +35,15 @@ def test_the_shipped_file_is_small_and_its_provenance_matches_it():
 def test_it_loads_and_routes_without_torch(tmp_path):
     """torch made unimportable: loading the router and routing a prompt must not need it."""
     script = ("import sys; sys.modules['torch'] = None; sys.modules['transformers'] = None\n"
-              "from crossroads.route import decide\n"
-              "print(decide('What is 2 + 2?', 'gpt-4o;gpt-4o-mini').model)")
+              "from crossroads.route import route_prompt\n"
+              "print(route_prompt('What is 2 + 2?', 'gpt-4o;gpt-4o-mini').model)")
     done = subprocess.run([sys.executable, "-c", script], check=False, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() in ("gpt-4o", "gpt-4o-mini")
 
 
 def test_a_hard_prompt_is_predicted_harder_and_the_strong_model_better():
-    router = load_default_router().add_models(["gpt-4-1106-preview", "mistralai/Mixtral-8x7B-Instruct-v0.1"])
+    router = load_router("default").add_models(["gpt-4-1106-preview", "mistralai/Mixtral-8x7B-Instruct-v0.1"])
     from crossroads.embeddings import make_embedder
 
     emb = make_embedder().embed([HARD, EASY])
@@ -70,9 +68,9 @@ def test_route_explains_each_model_and_follows_the_tolerance_rule(capsys):
 
 def test_willingness_to_pay_zero_takes_the_best_predicted_and_a_huge_one_the_cheapest():
     pool = "gpt-4o;house-7b:price=0.05/0.1,tier=small"
-    best = decide(HARD, pool, willingness_to_pay=0.0)
+    best = route_prompt(HARD, pool, rule="utility:willingness_to_pay=0")
     assert best.model == max(best.rows, key=lambda row: row["predicted_quality"])["model"]
-    assert decide(HARD, pool, willingness_to_pay=1e9).model == "house-7b"
+    assert route_prompt(HARD, pool, rule="utility:willingness_to_pay=1e9").model == "house-7b"
 
 
 def test_a_strong_weak_pair_and_the_table_output(capsys):

@@ -7,9 +7,9 @@ import pytest
 from synthetic import two_topic_dataset
 
 from crossroads.errors import CrossroadsError, UnknownModelError
-from crossroads.routers import ROUTER_NAMES, load_router, make_router
+from crossroads.routers import ROUTERS, load_router, make_router
 
-LEARNERS = [name for name in ROUTER_NAMES if name != "random"]
+LEARNERS = [name for name in ROUTERS.names if name != "random"]
 #: Routers too slow for the contract at their defaults run on a small configuration here.
 PARAMS = {"bert": {"base": "tiny", "epochs": 8, "learning_rate": 1e-3},
           "causal_llm": {"base": "tiny", "epochs": 6, "batch_size": 16, "learning_rate": 5e-3}}
@@ -29,7 +29,7 @@ def data():
     return two_topic_dataset(n=300, n_models=2), two_topic_dataset(n=300, n_models=6, seed=1, missing=0.3)
 
 
-@pytest.mark.parametrize("name", ROUTER_NAMES)
+@pytest.mark.parametrize("name", ROUTERS.names)
 @pytest.mark.parametrize("pool", [0, 1], ids=["2-models", "6-models"])
 def test_predict_shape_range_and_round_trip(name, pool, data, tmp_path):
     dataset, embeddings, _ = data[pool]
@@ -65,7 +65,7 @@ def test_learns_which_model_wins_on_each_topic(name, pool, data):
     assert win[test_topic == 0].mean() > 0.65 > 0.35 > win[test_topic == 1].mean()
 
 
-@pytest.mark.parametrize("name", ROUTER_NAMES)
+@pytest.mark.parametrize("name", ROUTERS.names)
 def test_clear_errors(name, data, tmp_path):
     dataset, embeddings, _ = data[0]
     router = build(name)

@@ -4,33 +4,25 @@ from __future__ import annotations
 
 import csv
 import json
-import threading
-import time
 import zipfile
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import numpy as np
 import pytest
 
 from crossroads.errors import CrossroadsError
-from crossroads.online.scorers import (
-    SCORERS,
-    CallableScorer,
-    EmbeddingSimilarity,
-    LLMJudge,
-    Scorer,
-    as_scorer,
+from crossroads.grading.answers import (
     choice_letter,
     extract_choice,
     extract_final_number,
     final_number,
-    make_scorer,
     normalise_answer,
     normalised_match,
-    parse_rating,
-    penalised,
 )
+from crossroads.grading.judge import LLMJudge, parse_rating
+from crossroads.grading.scorers import SCORERS, CallableScorer, Scorer, as_scorer, make_scorer, penalised
+from crossroads.grading.similarity import EmbeddingSimilarity
+from crossroads.upstream.fake import FAKE_BASE_URL, FakeUpstream, slow
 
 
 # -- formats ---------------------------------------------------------------------------
@@ -150,16 +142,19 @@ def test_penalised_subtracts_a_weighted_penalty():
 
 
 def test_make_scorer_names_and_errors():
-    assert set(SCORERS) == {"choice", "number", "exact", "embedding", "judge"}
+    assert set(SCORERS.names) == {"choice", "number", "exact", "embedding", "judge"}
     assert make_scorer("choice", letters="ABCD")("Answer: (B)", "B") == 1.0
     assert make_scorer("number", rel_tol=0.01)("#### 100.5", "#### 100") == 1.0
     assert isinstance(make_scorer("judge", base_url="http://127.0.0.1:9/v1", model="m"), LLMJudge)
     with pytest.raises(CrossroadsError, match="unknown scorer 'bleu'; choose one of: choice"):
         make_scorer("bleu")
-    with pytest.raises(CrossroadsError, match="scorer 'choice' has no option tolerance; its options: letters"):
+    with pytest.raises(CrossroadsError, match="scorer 'choice' has no option 'tolerance'; its options: letters"):
         make_scorer("choice", tolerance=1)
-    with pytest.raises(CrossroadsError, match="scorer 'judge'.*model"):
+    with pytest.raises(CrossroadsError, match="scorer 'judge' needs model"):
         make_scorer("judge", base_url="http://127.0.0.1:9/v1")
+    assert make_scorer("choice:letters=ABCD")("E", "A") == 0.0  # E is no option of a four-option question
+    with pytest.raises(CrossroadsError, match="rel_tol='close' is not a number"):
+        make_scorer("number:rel_tol=close")
 
 
 # -- agreement with the recorded correctness of real responses ------------------------
@@ -287,91 +282,21 @@ def test_embedding_similarity_map():
 
 
 # -- the LLM judge over HTTP -----------------------------------------------------------
-class JudgeServer:
-    """``POST /v1/chat/completions`` on 127.0.0.1 answering in OpenAI's wire format.
-
-    Stands in for a paid remote judge.  ``script`` is consumed one entry per request:
-    a string is the judge's answer, an int an HTTP error status, ("sleep", s) a slow
-    answer.  When it is empty, ``default`` applies.
-    """
-
-    def __init__(self, script: list[Any] | None = None, default: Any = "Rating: [[5]]"):
-        self.script = list(script or [])
-        self.default = default
-        self.requests: list[dict[str, Any]] = []
-        self._lock = threading.Lock()
-
-    def __enter__(self) -> JudgeServer:
-        owner = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                owner._handle(self)
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self._server.server_address[1]}/v1"
-
-    def _handle(self, request: BaseHTTPRequestHandler) -> None:
-        body = json.loads(request.rfile.read(int(request.headers.get("Content-Length", 0))))
-        with self._lock:
-            step = self.script.pop(0) if self.script else self.default
-            self.requests.append({"headers": dict(request.headers), "body": body, "path": request.path})
-        if isinstance(step, tuple) and step[0] == "sleep":
-            time.sleep(step[1])
-            step = "Rating: [[5]]"
-        if isinstance(step, int):
-            payload: dict[str, Any] = {"error": {"message": f"simulated status {step}"}}
-            return _reply(request, step, payload, {"Retry-After": "0"} if step == 429 else None)
-        _reply(request, 200, {
-            "id": "chatcmpl-test",
-            "object": "chat.completion",
-            "model": body["model"],
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": step}, "finish_reason": "stop"}],
-            "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15},
-        })
-
-
-def _reply(request: BaseHTTPRequestHandler, status: int, body: object, headers: dict[str, str] | None = None) -> None:
-    data = json.dumps(body).encode("utf-8")
-    try:
-        request.send_response(status)
-        request.send_header("Content-Type", "application/json")
-        request.send_header("Content-Length", str(len(data)))
-        for key, value in (headers or {}).items():
-            request.send_header(key, value)
-        request.end_headers()
-        request.wfile.write(data)
-    except (BrokenPipeError, ConnectionResetError):  # the client timed out and left
-        pass
-
-
-def _judge(server: JudgeServer, **options: Any) -> LLMJudge:
+def _judge(fake: FakeUpstream, **options: Any) -> LLMJudge:
+    """A judge whose only way out is the fake upstream, in process."""
     settings = {"api_key_env": "CROSSROADS_TEST_JUDGE_KEY", "timeout_s": 2.0, "max_retries": 2, "backoff_s": 0.01}
-    return LLMJudge(server.base_url, "judge-model", **{**settings, **options})
+    return LLMJudge(FAKE_BASE_URL, "judge-model", http_client=fake.client(), **{**settings, **options})
 
 
 def test_judge_rating_and_request(monkeypatch):
     monkeypatch.setenv("CROSSROADS_TEST_JUDGE_KEY", "sk-secret-test-key")
-    with JudgeServer(["The answer matches the reference. Rating: [[7]]"]) as server:
-        judge = _judge(server)
-        score = judge.score("She makes $18 a day.", "#### 18", question="How much does Janet make?")
+    server = FakeUpstream(["The answer matches the reference. Rating: [[7]]"])
+    judge = _judge(server)
+    score = judge.score("She makes $18 a day.", "#### 18", question="How much does Janet make?")
     assert score == pytest.approx((7 - 1) / 9)
     (sent,) = server.requests
     assert sent["path"] == "/v1/chat/completions"
-    assert sent["headers"]["Authorization"] == "Bearer sk-secret-test-key"
+    assert sent["headers"]["authorization"] == "Bearer sk-secret-test-key"
     assert sent["body"]["model"] == "judge-model" and sent["body"]["temperature"] == 0.0
     prompt = sent["body"]["messages"][-1]["content"]
     assert "How much does Janet make?" in prompt and "She makes $18 a day." in prompt and "#### 18" in prompt
@@ -379,11 +304,11 @@ def test_judge_rating_and_request(monkeypatch):
 
 
 def test_judge_custom_template_and_no_reference():
-    with JudgeServer(["8/10", "Rating: 3"]) as server:
-        judge = _judge(server, template="Rate 1-10: {response}", system_prompt="Be terse.")
-        assert judge.score("An answer") == pytest.approx(7 / 9)
-        plain = _judge(server)
-        assert plain.score("An answer", question="A question?") == pytest.approx(2 / 9)
+    server = FakeUpstream(["8/10", "Rating: 3"])
+    judge = _judge(server, template="Rate 1-10: {response}", system_prompt="Be terse.")
+    assert judge.score("An answer") == pytest.approx(7 / 9)
+    plain = _judge(server)
+    assert plain.score("An answer", question="A question?") == pytest.approx(2 / 9)
     first, second = server.requests
     assert first["body"]["messages"] == [
         {"role": "system", "content": "Be terse."},
@@ -393,38 +318,35 @@ def test_judge_custom_template_and_no_reference():
 
 
 def test_judge_unparseable_answer_is_a_clear_error():
-    with (
-        JudgeServer(["I am unable to evaluate this response."]) as server,
-        pytest.raises(CrossroadsError, match="holds no 1-10 rating.*unable to evaluate"),
-    ):
-        _judge(server).score("x", "y", question="q")
+    with pytest.raises(CrossroadsError, match="holds no 1-10 rating.*unable to evaluate"):
+        _judge(FakeUpstream(["I am unable to evaluate this response."])).score("x", "y", question="q")
 
 
 def test_judge_retries_after_429():
-    with JudgeServer([429, "Rating: [[10]]"]) as server:
-        assert _judge(server).score("x", "y", question="q") == 1.0
+    server = FakeUpstream([429, "Rating: [[10]]"])
+    assert _judge(server).score("x", "y", question="q") == 1.0
     assert len(server.requests) == 2
 
 
-def test_judge_gives_up_on_500_forever_without_hanging(monkeypatch):
+def test_judge_gives_up_on_500_forever_after_its_retries(monkeypatch):
     monkeypatch.setenv("CROSSROADS_TEST_JUDGE_KEY", "sk-secret-test-key")
-    with JudgeServer(default=500) as server:
-        start = time.monotonic()
-        with pytest.raises(CrossroadsError, match="failed 3 times.*status 500: simulated status 500") as error:
-            _judge(server).score("x", "y", question="q")
-        assert time.monotonic() - start < 5
-    assert len(server.requests) == 3
+    server = FakeUpstream(default=500)
+    with pytest.raises(CrossroadsError, match="failed 3 times.*status 500: injected 500") as error:
+        _judge(server).score("x", "y", question="q")
+    assert len(server.requests) == 3  # max_retries=2: three tries, then it stops
     assert "sk-secret" not in str(error.value)
 
 
 def test_judge_timeout_and_refusal(monkeypatch):
-    with JudgeServer([("sleep", 0.6)]) as server, pytest.raises(CrossroadsError, match="no answer within 0.2 s"):
-        _judge(server, timeout_s=0.2, max_retries=0).score("x", "y", question="q")
+    slow_server = FakeUpstream([slow(0.6), "Rating: [[10]]"])
+    with pytest.raises(CrossroadsError, match="no answer within 0.2 s"):
+        _judge(slow_server, timeout_s=0.2, max_retries=0).score("x", "y", question="q")
+    assert _judge(slow_server, timeout_s=1.0).score("x", "y", question="q") == 1.0  # within its timeout
     monkeypatch.delenv("CROSSROADS_TEST_JUDGE_KEY", raising=False)
-    with JudgeServer([401]) as server:
-        with pytest.raises(CrossroadsError, match=r"refused.*\$CROSSROADS_TEST_JUDGE_KEY is not set"):
-            _judge(server).score("x", "y", question="q")
-        assert "Authorization" not in server.requests[0]["headers"]
+    server = FakeUpstream([401])
+    with pytest.raises(CrossroadsError, match=r"refused.*\$CROSSROADS_TEST_JUDGE_KEY is not set"):
+        _judge(server).score("x", "y", question="q")
+    assert "authorization" not in server.requests[0]["headers"]
 
 
 def test_judge_template_errors():

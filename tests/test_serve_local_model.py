@@ -11,7 +11,7 @@ from serve_helpers import ServerProcess, ServerThread
 
 from crossroads.serve.config import parse_config
 from crossroads.serve.gateway import Gateway
-from crossroads.serve.local_model import STOP_STRINGS
+from crossroads.upstream.local_model import STOP_STRINGS
 
 FRANCE = [{"role": "user", "content": "What is the capital of France?"}]
 
@@ -55,5 +55,15 @@ def test_crossroads_serve_with_no_config_serves_the_local_model(tmp_path):
         children = subprocess.run(["pgrep", "-P", str(server.process.pid)], capture_output=True, text=True).stdout.split()
         assert len(children) == 1  # the llama.cpp server
     # `crossroads serve` got SIGTERM: it must have stopped its llama.cpp server before exiting
-    time.sleep(0.5)
-    assert not os.path.exists(f"/proc/{children[0]}") or "zombie" in open(f"/proc/{children[0]}/status").read().lower()
+    assert wait_until(lambda: not os.path.exists(f"/proc/{children[0]}")
+                      or "zombie" in open(f"/proc/{children[0]}/status").read().lower(), timeout_s=10)
+
+
+def wait_until(condition, timeout_s: float) -> bool:
+    """Whether ``condition()`` came true within ``timeout_s`` (polled)."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True

@@ -15,15 +15,16 @@ import pytest
 from postgres_server import fresh_database
 from serve_helpers import ServerProcess
 
-from crossroads.serve.fake_upstream import FakeUpstream
 from crossroads.serve.store import open_store
+from crossroads.upstream.fake import FakeUpstream
 
 ADMIN = {"authorization": "Bearer admin-key"}
 
 
 @pytest.fixture(scope="module")
 def upstream():
-    with FakeUpstream() as server:
+    """The fake upstream on a socket: the replicas are other processes."""
+    with FakeUpstream().serve() as server:
         yield server
 
 

@@ -12,9 +12,8 @@ from crossroads.data.dataset import ModelInfo, RoutingDataset
 from crossroads.embeddings import make_embedder
 from crossroads.routers import make_router
 from crossroads.serve.config import parse_config
-from crossroads.serve.fake_upstream import FakeUpstream
 from crossroads.serve.gateway import Gateway
-
+from crossroads.upstream.fake import FAKE_BASE_URL, FakeUpstream
 
 
 @pytest.fixture(scope="module")
@@ -43,22 +42,21 @@ def task_router_file(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def server(router_file, task_router_file, tmp_path_factory):
-    with FakeUpstream() as upstream:
-        models = [{"name": name, "base_url": upstream.base_url, "upstream_model": "echo", "max_retries": 0,
-                   "price_per_mtok_in": price, "price_per_mtok_out": 3 * price, "tier": tier}
-                  for name, price, tier in (("big", 10, "frontier"), ("small", 0.1, "small"))]
-        config = parse_config({
-            "models": models,
-            "routes": {"best": {"router_file": str(router_file), "objective": "quality=1"},
-                       "thrifty": {"router_file": str(router_file), "objective": "quality=1,cost=5"},
-                       "by-task": {"router_file": str(task_router_file), "objective": "quality=1"},
-                       "pretrained": {"router_file": "default", "objective": "quality=1"},
-                       "pretrained-thrifty": {"router_file": "default", "objective": "quality=1,cost=5"}},
-            "routellm": {"strong": "big", "weak": "small", "routers": {"knn": str(router_file)}},
-            "store": f"sqlite:///{tmp_path_factory.mktemp('store')}/store.db",
-        })
-        with ServerThread(Gateway(config)) as running:
-            yield running
+    models = [{"name": name, "base_url": FAKE_BASE_URL, "upstream_model": "echo", "max_retries": 0,
+               "price_per_mtok_in": price, "price_per_mtok_out": 3 * price, "tier": tier}
+              for name, price, tier in (("big", 10, "frontier"), ("small", 0.1, "small"))]
+    config = parse_config({
+        "models": models,
+        "routes": {"best": {"router_file": str(router_file), "objective": "quality=1"},
+                   "thrifty": {"router_file": str(router_file), "objective": "quality=1,cost=5"},
+                   "by-task": {"router_file": str(task_router_file), "objective": "quality=1"},
+                   "pretrained": {"router_file": "default", "objective": "quality=1"},
+                   "pretrained-thrifty": {"router_file": "default", "objective": "quality=1,cost=5"}},
+        "routellm": {"strong": "big", "weak": "small", "routers": {"knn": str(router_file)}},
+        "store": f"sqlite:///{tmp_path_factory.mktemp('store')}/store.db",
+    })
+    with ServerThread(Gateway(config, http_client=FakeUpstream().async_client())) as running:
+        yield running
 
 
 def ask(server, route, prompt, **overrides):

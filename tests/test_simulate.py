@@ -11,13 +11,9 @@ from synthetic import two_topic_dataset
 
 from crossroads.data.dataset import ModelInfo, RoutingDataset
 from crossroads.errors import CrossroadsError, UnknownModelError
-from crossroads.evaluate.latency import (
-    DEFAULT_OUTPUT_TOKENS,
-    LatencyProfile,
-    default_profile,
-    latency_matrix,
-)
-from crossroads.evaluate.simulate import Drift, LearnerSpec, replay_rewards, simulate
+from crossroads.evaluate.latency import LatencyProfile, default_profile, latency_matrix
+from crossroads.evaluate.simulate import Drift, replay_rewards, simulate
+from crossroads.objective.cost import ASSUMED_OUTPUT_TOKENS
 from crossroads.online.base import Learner
 
 OBJECTIVE = "quality=1,cost=0.5"
@@ -186,15 +182,17 @@ def test_clear_errors():
         Drift(-1, "A")
     with pytest.raises(CrossroadsError, match="named 'ucb'"):
         simulate(data, ["ucb", "ucb"], OBJECTIVE)
-    with pytest.raises(CrossroadsError, match="key=value"):
-        LearnerSpec.parse("ucb:exploration")
+    with pytest.raises(CrossroadsError, match="learner 'ucb' takes no value without a name"):
+        simulate(data, ["ucb:exploration"], OBJECTIVE)
+    with pytest.raises(CrossroadsError, match="learner 'ucb' has no option 'explore'; its options: exploration"):
+        simulate(data, ["ucb:explore=2"], OBJECTIVE)
 
 
 def test_latency_is_estimated_where_not_recorded():
     data = tiny(latency=False)
     profiles = {"A": LatencyProfile(0.5, 100.0), "B": LatencyProfile(1.0, 50.0)}
     matrix = latency_matrix(data, profiles)
-    np.testing.assert_allclose(matrix[0], [0.5 + DEFAULT_OUTPUT_TOKENS / 100, 1.0 + DEFAULT_OUTPUT_TOKENS / 50])
+    np.testing.assert_allclose(matrix[0], [0.5 + ASSUMED_OUTPUT_TOKENS / 100, 1.0 + ASSUMED_OUTPUT_TOKENS / 50])
     data.responses = [["x" * 400, None]] * 3  # 100 tokens for A, the default for B
     data.latency_s = np.array([[np.nan, 7.0]] * 3)  # a recorded latency wins
     np.testing.assert_allclose(latency_matrix(data, profiles)[0], [1.5, 7.0])

@@ -95,7 +95,7 @@ class _AsyncCompletions:
         async def typed() -> AsyncIterator[Any]:
             async for chunk in chunks:
                 if "error" in chunk:
-                    from crossroads.serve.providers import UpstreamError
+                    from crossroads.upstream.providers import UpstreamError
 
                     raise UpstreamError(chunk.get("model", "?"), "connection", chunk["error"]["message"])
                 yield ChatCompletionChunk.model_validate(chunk)

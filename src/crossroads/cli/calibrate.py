@@ -33,14 +33,15 @@ def run(args: argparse.Namespace) -> int:
     import numpy as np
     from rich.console import Console
 
-    from crossroads.decisions import calibrate_threshold, route_strong_weak
     from crossroads.errors import CrossroadsError
     from crossroads.evaluate.harness import cross_validated_predictions, default_pair
-    from crossroads.evaluate.replay import RouterSpec, cross_validation_splits
-    from crossroads.routers import load_router
+    from crossroads.evaluate.replay import cross_validation_splits
+    from crossroads.objective.rules import calibrate_threshold, route_strong_weak
+    from crossroads.routers import ROUTERS, load_router
 
     if not 0.0 <= args.strong_share <= 1.0:
         raise CrossroadsError(f"--strong-share {args.strong_share}: give a fraction in [0, 1], e.g. 0.3 for 30%")
+    spec = ROUTERS.spec(args.router) if args.router else None
     dataset = load_data(args.dataset, args.models)
     pair = default_pair(dataset, args.strong, args.weak)
     if pair is None:
@@ -55,7 +56,6 @@ def run(args: argparse.Namespace) -> int:
         win = router.win_probability(embeddings, strong, weak, prompts=dataset.prompts, categories=dataset.categories)
         name = router.name
     else:
-        spec = RouterSpec.parse(args.router)
         embeddings, embedder_name = embed(dataset.prompts, args.embedder, not args.no_cache)
         splits = list(cross_validation_splits(dataset.n_queries, args.cv))
         with step_progress("cross-validating", len(splits)) as on_step:

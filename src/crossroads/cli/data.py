@@ -6,7 +6,7 @@ import argparse
 import math
 from collections import Counter
 
-SPEC_HELP = "dataset as FORMAT:PATH, e.g. routerbench:../shared/data/routerbench (repeat to combine several)"
+from crossroads.cli.common import DATASET_HELP
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -33,7 +33,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         epilog=formats,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    convert.add_argument("--dataset", "-d", action="append", required=True, metavar="FORMAT:PATH", help=SPEC_HELP)
+    convert.add_argument("--dataset", "-d", action="append", required=True, metavar="FORMAT:PATH", help=DATASET_HELP)
     convert.add_argument("--out", "-o", required=True, metavar="FILE.jsonl", help="the JSONL file to write")
     convert.set_defaults(func=run_convert)
 
@@ -45,7 +45,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         epilog=formats,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    info.add_argument("--dataset", "-d", action="append", required=True, metavar="FORMAT:PATH", help=SPEC_HELP)
+    info.add_argument("--dataset", "-d", action="append", required=True, metavar="FORMAT:PATH", help=DATASET_HELP)
     info.set_defaults(func=run_info)
 
 

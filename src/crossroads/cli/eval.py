@@ -57,12 +57,9 @@ def run(args: argparse.Namespace) -> int:
     from crossroads.errors import CrossroadsError
     from crossroads.evaluate.harness import default_pair, evaluate
     from crossroads.evaluate.plots import plot_evaluation
-    from crossroads.evaluate.replay import RouterSpec
-    from crossroads.routers import router_class
+    from crossroads.routers import ROUTERS
 
-    specs = [RouterSpec.parse(text) for text in (args.router or DEFAULT_ROUTERS)]
-    for spec in specs:
-        router_class(spec.name)  # unknown names fail before any work
+    specs = [ROUTERS.spec(text) for text in (args.router or DEFAULT_ROUTERS)]  # mistakes fail before any work
     if bool(args.train) != bool(args.test):
         raise CrossroadsError("--train and --test go together; or use --dataset with --cv K")
     if args.train and args.dataset:

@@ -13,8 +13,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "route",
         help="pick the model for one prompt (pretrained default router, no training needed) and explain it",
         description="Predict how well each model of the pool would answer PROMPT, estimate each one's cost, and "
-        "pick one: by default the cheapest model predicted within --tolerance of the best. With no --router-file "
-        "this uses the pretrained default router, which places any model by its price and tier.",
+        "pick one by a decision rule: with --objective, the best expected reward under it (as a server route with "
+        "that objective decides); otherwise the cheapest model predicted within 0.05 of the best. With no "
+        "--router-file this uses the pretrained default router, which places any model by its price and tier.",
     )
     parser.add_argument("prompt", help="the prompt to route")
     parser.add_argument("--pool", default=DEFAULT_POOL, metavar="MODEL[:price=IN/OUT,tier=T][;MODEL...]",
@@ -24,11 +25,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--strong", help="a strong/weak pair instead of --pool: the strong model")
     parser.add_argument("--weak", help="the weak model of the pair")
     parser.add_argument("--router-file", metavar="FILE.npz", help="a trained router instead of the pretrained default")
+    parser.add_argument("--objective", metavar="WEIGHTS",
+                        help="weights of quality, cost and latency, e.g. quality=1,cost=0.5: pick the best expected "
+                        "reward under them (cost scaled over the pool), as a server route with this objective does")
     rule = parser.add_mutually_exclusive_group()
+    rule.add_argument("--rule", metavar="SPEC",
+                      help="decision rule: reward (under --objective), within:tolerance=Q or "
+                      "utility:willingness_to_pay=W (default: reward with --objective, else within:tolerance=0.05)")
     rule.add_argument("--tolerance", type=float, metavar="Q",
-                      help="pick the cheapest model predicted within Q of the best (default 0.05)")
+                      help="short for --rule within:tolerance=Q: the cheapest model predicted within Q of the best")
     rule.add_argument("--willingness-to-pay", type=float, metavar="Q_PER_USD",
-                      help="pick the model maximising predicted quality - this x expected cost in US$")
+                      help="short for --rule utility:willingness_to_pay=W: the best predicted quality - W x "
+                      "expected cost in US$")
     parser.add_argument("--category", help="the prompt's task as named in the router's training data (e.g. an MMLU "
                                            "subject), for routers that read categories such as gbt")
     parser.add_argument("--embedder", default="minilm-onnx", help="embedder (must match the router's; default minilm-onnx)")
@@ -37,11 +45,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from crossroads.route import decide
+    from crossroads.route import route_prompt
 
-    pool = _pool_text(args)
-    decision = decide(args.prompt, pool, router_file=args.router_file, tolerance=args.tolerance,
-                      willingness_to_pay=args.willingness_to_pay, embedder=args.embedder, category=args.category)
+    rule = args.rule
+    if args.tolerance is not None:
+        rule = f"within:tolerance={args.tolerance}"
+    elif args.willingness_to_pay is not None:
+        rule = f"utility:willingness_to_pay={args.willingness_to_pay}"
+    decision = route_prompt(args.prompt, _pool_text(args), router_file=args.router_file, rule=rule,
+                            objective=args.objective, embedder=args.embedder, category=args.category)
     if args.json:
         print(json.dumps(decision.to_json(), indent=1))
     else:

@@ -49,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
 
 def start_local_models(config, stack: contextlib.ExitStack):
     """``config`` with each ``local: true`` model's base_url pointing at a llama.cpp server started now."""
-    from crossroads.serve.local_model import LocalModelServer
+    from crossroads.upstream.local_model import LocalModelServer
 
     models = []
     for model in config.models:

@@ -71,12 +71,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from crossroads.evaluate.simulate import LearnerSpec, simulate
-    from crossroads.online import learner_class
-    from crossroads.online.objective import make_reward, parse_objective
+    from crossroads.evaluate.simulate import simulate
+    from crossroads.objective import make_reward, parse_objective
+    from crossroads.online import LEARNERS
 
     # everything the user typed is checked before any loading
-    specs = [LearnerSpec.parse(text) for text in (args.learner or DEFAULT_LEARNERS)]
+    specs = [LEARNERS.spec(text) for text in (args.learner or DEFAULT_LEARNERS)]
     objective = parse_objective(args.objective)
     reward = objective if args.reward == "linear" else make_reward(objective, form="pickllm", t_scaling=args.t_scaling)
     drifts = [_drift(text) for text in args.drift or []]
@@ -85,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
     rates = _rates(args.learning_rates)
     dataset = load_data(args.dataset, args.models)
     embeddings = None
-    if any(learner_class(spec.name).contextual for spec in specs):
+    if any(LEARNERS.load(spec.name).contextual for spec in specs):
         embeddings, _ = embed(dataset.prompts, args.embedder, not args.no_cache)
     result = simulate(dataset, specs, reward, queries=args.queries, seeds=args.seeds, seed=args.seed,
                       sessions=args.sessions, embeddings=embeddings, drift=drifts, add_at=add_at,
@@ -114,22 +114,18 @@ def run(args: argparse.Namespace) -> int:
 def _drift(text: str):
     """A Drift from ``MODEL@STEP:quality_delta=-0.3,cost_factor=2``."""
     from crossroads.evaluate.simulate import Drift
+    from crossroads.registry import Spec, bind
 
     model, sep, rest = text.rpartition("@")
-    step, _, options = rest.partition(":")
-    model, step = _model_step(f"{model}{sep}{step}", "--drift")
-    changes = {}
-    for part in filter(None, (p.strip() for p in options.split(","))):
-        key, sep, value = part.partition("=")
-        if not sep or key.strip() not in DRIFT_FIELDS:
-            raise CrossroadsError(f"--drift {text!r}: {part!r} is not one of {', '.join(DRIFT_FIELDS)}=NUMBER")
-        try:
-            changes[key.strip()] = float(value)
-        except ValueError:
-            raise CrossroadsError(f"--drift {text!r}: {key.strip()}={value!r} is not a number") from None
-    if not changes:
+    spec = Spec.parse(rest, f"--drift {text!r}")
+    model, step = _model_step(f"{model}{sep}{spec.name}", "--drift")
+    unknown = sorted(set(spec.params) - set(DRIFT_FIELDS))
+    if spec.positional is not None or unknown:
+        raise CrossroadsError(f"--drift {text!r}: {spec.positional or unknown[0]!r} is not one of "
+                              f"{', '.join(DRIFT_FIELDS)}=NUMBER")
+    if not spec.params:
         raise CrossroadsError(f"--drift {text!r} changes nothing: add e.g. :quality_delta=-0.3 or :cost_factor=2")
-    return Drift(at_step=step, model=model, **changes)
+    return Drift(at_step=step, model=model, **bind(Drift, spec, f"--drift {text!r}", required=False))
 
 
 def _model_step(text: str, option: str) -> tuple[str, int]:

@@ -28,11 +28,11 @@ def run(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     from crossroads.data.importers import load_datasets
-    from crossroads.evaluate.replay import RouterSpec
+    from crossroads.routers import ROUTERS
     from crossroads.routers.provenance import write_provenance
 
-    spec = RouterSpec.parse(args.router)
-    router = spec.build()
+    spec = ROUTERS.spec(args.router)
+    router = ROUTERS.build(spec)
     dataset = load_data(args.dataset, args.models)
     removed = 0
     if args.exclude_questions:

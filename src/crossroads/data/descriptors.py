@@ -26,6 +26,8 @@ import numpy as np
 from crossroads.data.dataset import ModelInfo
 from crossroads.data.pricing import size_from_name
 from crossroads.errors import CrossroadsError
+from crossroads.objective.cost import Price
+from crossroads.registry import Spec
 
 TIERS = ("small", "medium", "large", "frontier")
 SPECIALTIES = ("general", "code", "math", "chinese", "qa")
@@ -99,6 +101,15 @@ class ModelDescriptor:
             f"{self.name}:price=IN/OUT,tier={'|'.join(TIERS)}"
         )
 
+    @property
+    def price(self) -> Price:
+        """The list price, or its tier's typical price where the descriptor gives none."""
+        typical = TIER_PRICE_USD[self.resolved_tier]
+        price_in = typical if self.price_per_mtok_in is None else self.price_per_mtok_in
+        price_out = typical if self.price_per_mtok_out is None else self.price_per_mtok_out
+        basis = "list price" if self.blended_price is not None else f"typical price of a {self.resolved_tier} model"
+        return Price(price_in, price_out, basis)
+
     def model_info(self) -> ModelInfo:
         return ModelInfo(self.name, self.price_per_mtok_in, self.price_per_mtok_out, self.description)
 
@@ -160,14 +171,14 @@ def parse_pool(text: str) -> list[ModelDescriptor]:
     for item in (part.strip() for part in text.split(";")):
         if not item:
             continue
-        name, _, options = item.partition(":")
-        descriptor = describe(name.strip())
+        spec = Spec.parse(item, "pool entry")
+        if spec.positional is not None:
+            raise CrossroadsError(f"pool entry {item!r}: {spec.positional!r} is not key=value (price=IN/OUT, tier=..., "
+                                  "size=B)")
+        descriptor = describe(spec.name)
         fields: dict = {}
-        for option in filter(None, (o.strip() for o in options.split(","))):
-            key, sep, value = option.partition("=")
-            if not sep:
-                raise CrossroadsError(f"pool entry {item!r}: {option!r} is not key=value (price=IN/OUT, tier=..., size=B)")
-            fields.update(_pool_field(item, key.strip(), value.strip()))
+        for key, value in spec.params.items():
+            fields.update(_pool_field(item, key, value))
         try:
             descriptor = replace(descriptor, **fields)
         except CrossroadsError as exc:

@@ -1,73 +1,18 @@
-"""Model prices and token-count cost estimates for datasets that record no cost.
+"""The prices of the models in the published datasets, for datasets that record no cost.
 
-Prices are US$ per million tokens.  A cost estimate is
-``tokens_in * price_per_mtok_in / 1e6 + tokens_out * price_per_mtok_out / 1e6``
-with token counts estimated from text by :func:`estimate_tokens`.  Every
-estimate is marked ``cost_estimated`` in the dataset; docs/data-format.md
-explains the assumptions.
+Prices are US$ per million tokens; a cost is estimated from them with
+:func:`crossroads.objective.cost.cost_usd`.  Every estimate is marked ``cost_estimated``
+in the dataset; docs/data-format.md explains the assumptions.
 """
 
 from __future__ import annotations
 
 import json
-import math
 import re
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
-
-import numpy as np
 
 from crossroads.errors import DataFormatError
-
-#: Characters of ASCII text per token (the usual figure for English with
-#: GPT-style BPE vocabularies; code and numbers run a little lower).
-CHARS_PER_TOKEN = 4.0
-
-#: Output tokens assumed per answer when a dataset keeps no output text
-#: (LLMRouter, RouterDC).  Importers take an ``output_tokens=`` option to change it.
-ASSUMED_OUTPUT_TOKENS = 256
-
-
-def estimate_tokens(text: str | None) -> int:
-    """Approximate BPE token count of ``text``: ASCII at 4 characters a token, other characters 1 each.
-
-    Counting non-ASCII characters one by one keeps Chinese, Japanese and Korean text
-    (about one token per character in GPT-4-class vocabularies) from being
-    undercounted four-fold.  Empty or missing text counts 0 tokens.  Checked against
-    the token counts behind RouterBench's recorded gpt-3.5-turbo costs: median
-    ratio 1.00 on arc-challenge, 1.01 on winogrande, 0.96 on mbpp (code).
-    """
-    if not text:
-        return 0
-    n_ascii = len(text.encode("ascii", "ignore"))
-    n_other = len(text) - n_ascii
-    return math.ceil(n_ascii / CHARS_PER_TOKEN) + n_other
-
-
-def estimate_tokens_many(texts: Iterable[str | None]) -> np.ndarray:
-    """:func:`estimate_tokens` of each text, as a float array."""
-    return np.fromiter((estimate_tokens(text) for text in texts), dtype=np.float64)
-
-
-@dataclass(frozen=True)
-class Price:
-    """A model's list price in US$ per million tokens, and where the figure comes from."""
-
-    price_per_mtok_in: float
-    price_per_mtok_out: float
-    basis: str = ""
-
-
-def cost_usd(tokens_in, tokens_out, price: Price | None):
-    """Estimated cost in US$ of ``tokens_in`` prompt and ``tokens_out`` answer tokens (NaN without a price)."""
-    if price is None:
-        return np.asarray(tokens_in, dtype=np.float64) * np.nan
-    return (
-        np.asarray(tokens_in, dtype=np.float64) * price.price_per_mtok_in
-        + np.asarray(tokens_out, dtype=np.float64) * price.price_per_mtok_out
-    ) / 1e6
-
+from crossroads.objective.cost import Price
 
 # Size tiers of serverless hosting for open-weight models (2024), in US$ per million
 # tokens, input and output alike.  They match the per-size figures of Together AI's

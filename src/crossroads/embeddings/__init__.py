@@ -6,10 +6,10 @@ Pick one with a spec string (what the CLI and config files use):
     all-MiniLM-L6-v2, int8 ONNX through onnxruntime, offline, 384 dimensions.
 ``minilm-st``
     the same model through sentence-transformers (optional extra, needs torch).
-``openai:<model>[@<base_url>]``
+``openai:<model>[,base_url=<url>]``
     any OpenAI-compatible ``/embeddings`` endpoint, e.g. ``openai:text-embedding-3-small``
-    or ``openai:nomic-embed-text@http://localhost:11434/v1``; the key is read from
-    ``$OPENAI_API_KEY``.
+    or ``openai:nomic-embed-text,base_url=http://localhost:11434/v1``; the key is read from
+    ``$OPENAI_API_KEY`` (``api_key_env=`` names another variable).
 
 The embedder classes are imported on first use, so ``import crossroads.embeddings``
 loads neither onnxruntime nor httpx.
@@ -20,7 +20,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from crossroads.embeddings.base import Embedder, normalise
-from crossroads.errors import CrossroadsError
+from crossroads.registry import Registry
 
 if TYPE_CHECKING:
     from crossroads.embeddings.cache import CachedEmbedder  # noqa: F401
@@ -29,12 +29,16 @@ if TYPE_CHECKING:
     from crossroads.embeddings.sentence_transformer import SentenceTransformerEmbedder  # noqa: F401
 
 DEFAULT_EMBEDDER = "minilm-onnx"
-#: The spec forms ``make_embedder`` accepts, with what each gives.
-EMBEDDER_SPECS = {
-    "minilm-onnx": "all-MiniLM-L6-v2 int8 through onnxruntime (default, offline)",
-    "minilm-st": "all-MiniLM-L6-v2 through sentence-transformers (needs the sentence-transformers extra)",
-    "openai:<model>[@<base_url>]": "an OpenAI-compatible /embeddings endpoint (key in $OPENAI_API_KEY)",
-}
+#: The embedders by spec name.
+EMBEDDERS = Registry(
+    "embedder",
+    {"minilm-onnx": "crossroads.embeddings.onnx_minilm:OnnxMiniLMEmbedder",
+     "minilm-st": "crossroads.embeddings.sentence_transformer:SentenceTransformerEmbedder",
+     "openai": "crossroads.embeddings.openai_compatible:OpenAICompatibleEmbedder"},
+    {"minilm-onnx": "all-MiniLM-L6-v2 int8 through onnxruntime, the default, offline",
+     "minilm-st": "all-MiniLM-L6-v2 through sentence-transformers, needs the sentence-transformers extra",
+     "openai": "openai:<model>[,base_url=<url>]: an OpenAI-compatible /embeddings endpoint, key in $OPENAI_API_KEY"},
+)
 
 _LAZY = {
     "CachedEmbedder": "crossroads.embeddings.cache",
@@ -43,7 +47,7 @@ _LAZY = {
     "SentenceTransformerEmbedder": "crossroads.embeddings.sentence_transformer",
 }
 
-__all__ = ["DEFAULT_EMBEDDER", "EMBEDDER_SPECS", "Embedder", "make_embedder", "normalise", *_LAZY]
+__all__ = ["DEFAULT_EMBEDDER", "EMBEDDERS", "Embedder", "make_embedder", "normalise", *_LAZY]
 
 
 def make_embedder(spec: str = DEFAULT_EMBEDDER, cache: bool = True) -> Embedder:
@@ -52,34 +56,11 @@ def make_embedder(spec: str = DEFAULT_EMBEDDER, cache: bool = True) -> Embedder:
     Nothing is loaded or contacted here; that happens on the first ``embed``.
 
     >>> make_embedder("openai:text-embedding-3-small", cache=False).name
-    'openai:text-embedding-3-small@https://api.openai.com/v1'
+    'openai:text-embedding-3-small,base_url=https://api.openai.com/v1'
     """
-    embedder: Embedder
-    if spec == "minilm-onnx":
-        from crossroads.embeddings.onnx_minilm import OnnxMiniLMEmbedder  # noqa: F401
-
-        embedder = OnnxMiniLMEmbedder()
-    elif spec == "minilm-st":
-        from crossroads.embeddings.sentence_transformer import (
-            SentenceTransformerEmbedder,
-        )
-
-        embedder = SentenceTransformerEmbedder()
-    elif spec.startswith("openai:"):
-        from crossroads.embeddings.openai_compatible import (
-            OPENAI_BASE_URL,
-            OpenAICompatibleEmbedder,
-        )
-
-        model, _, base_url = spec.removeprefix("openai:").partition("@")
-        if not model.strip():
-            raise CrossroadsError(f"embedder spec {spec!r} names no model: write openai:<model>[@<base_url>]")
-        embedder = OpenAICompatibleEmbedder(model.strip(), base_url.strip() or OPENAI_BASE_URL)
-    else:
-        choices = "; ".join(f"{form}: {what}" for form, what in EMBEDDER_SPECS.items())
-        raise CrossroadsError(f"unknown embedder {spec!r}; choose one of: {choices}")
+    embedder = EMBEDDERS.build(spec)
     if cache:
-        from crossroads.embeddings.cache import CachedEmbedder  # noqa: F401
+        from crossroads.embeddings.cache import CachedEmbedder
 
         return CachedEmbedder(embedder)
     return embedder

@@ -20,7 +20,6 @@ import time
 import uuid
 import warnings
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -82,12 +81,7 @@ class CachedEmbedder(Embedder):
         root = Path(self.directory) if self.directory is not None else cache_dir() / "embeddings"
         return root / safe_name(self.name)
 
-    def embed(self, texts: Sequence[str], progress: bool = False) -> np.ndarray:
-        if isinstance(texts, str):
-            raise TypeError("embed() takes a sequence of texts, not a single str: wrap it in a list")
-        texts = list(texts)
-        if not texts:
-            return np.empty((0, self.dimension), dtype=np.float32)
+    def _embed(self, texts: list[str], progress: bool) -> np.ndarray:
         keys = [text_key(text) for text in texts]
         if not self._shards:
             self._refresh()

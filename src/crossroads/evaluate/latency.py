@@ -7,8 +7,8 @@ took.  To score an objective that weighs latency, the simulator estimates it as:
 
 with a :class:`LatencyProfile` per model (time to first token, decoding speed).
 ``output_tokens`` is estimated from the model's recorded answer when the dataset keeps
-answers (:func:`crossroads.data.pricing.estimate_tokens`), else
-:data:`DEFAULT_OUTPUT_TOKENS`.  A recorded latency always wins over the estimate.
+answers (:func:`crossroads.objective.cost.estimate_tokens`), else
+:data:`crossroads.objective.cost.ASSUMED_OUTPUT_TOKENS`.  A recorded latency always wins over the estimate.
 
 Default profiles by price tier (the model's output price in US$ per million tokens,
 from the dataset, else :func:`crossroads.data.pricing.price_for`); the price stands in
@@ -39,11 +39,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from crossroads.data.dataset import ModelInfo, RoutingDataset
-from crossroads.data.pricing import ASSUMED_OUTPUT_TOKENS, estimate_tokens, price_for
+from crossroads.data.pricing import price_for
 from crossroads.errors import CrossroadsError
-
-#: Output tokens assumed per answer when the dataset keeps no answer text.
-DEFAULT_OUTPUT_TOKENS = ASSUMED_OUTPUT_TOKENS
+from crossroads.objective.cost import ASSUMED_OUTPUT_TOKENS, estimate_tokens
 
 
 @dataclass(frozen=True)
@@ -104,7 +102,7 @@ def default_profile(model: ModelInfo | str) -> LatencyProfile:
 def latency_matrix(
     dataset: RoutingDataset,
     profiles: Mapping[str, LatencyProfile] | None = None,
-    output_tokens: int = DEFAULT_OUTPUT_TOKENS,
+    output_tokens: int = ASSUMED_OUTPUT_TOKENS,
 ) -> np.ndarray:
     """``(n_queries, n_models)`` latency in seconds: recorded where present, else estimated.
 

@@ -25,8 +25,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-from crossroads.decisions import choose_max_utility
 from crossroads.errors import CrossroadsError
+from crossroads.objective.rules import MaxUtility, decide
 
 CPT_FRACTIONS = (0.5, 0.8)
 COST_SHARE_FRACTIONS = {"cost_share_at_95": 0.95, "cost_share_at_97": 0.97, "cost_share_at_100": 1.00}
@@ -222,7 +222,7 @@ def cost_quality_points(
     allowed: np.ndarray | None = None,
     max_cost_usd: float | None = None,
 ) -> CostQualityPoints:
-    """Replay :func:`~crossroads.decisions.choose_max_utility` at each willingness to pay.
+    """Replay the :class:`~crossroads.objective.rules.MaxUtility` rule at each willingness to pay.
 
     For every value of ``lambdas`` (default :func:`willingness_to_pay_grid`), each
     query gets the model maximising ``predicted - lambda * expected cost``, and the
@@ -244,7 +244,7 @@ def cost_quality_points(
     mean_cost = np.empty(len(lambdas))
     mean_quality = np.empty(len(lambdas))
     for k, wtp in enumerate(lambdas):
-        chosen = choose_max_utility(predicted, expected, wtp, available, max_cost_usd)
+        chosen = decide(predicted, expected, MaxUtility(wtp), allowed=available, max_cost_usd=max_cost_usd).chosen
         mean_cost[k] = true_c[rows, chosen].mean()
         mean_quality[k] = true_q[rows, chosen].mean()
     return CostQualityPoints(mean_cost, mean_quality)

@@ -11,7 +11,7 @@ recorded for that query, receives the objective's reward of that recorded outcom
 * ``sessions="category"`` gives each query category its own learner
   (:class:`~crossroads.online.KeyedLearners`), like PickLLM's per-context sessions;
   ``sessions="none"`` runs one learner over the whole stream.
-* Rewards come from :func:`~crossroads.online.objective.make_reward`; cost and latency
+* Rewards come from :func:`~crossroads.objective.make_reward`; cost and latency
   are scaled over the range of the pool's mean cost and latency on the dataset (as
   :meth:`PoolScale.from_dataset`, with latency from :func:`latency_matrix`, which
   estimates it where the dataset records none).
@@ -46,7 +46,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
@@ -54,14 +54,17 @@ import numpy as np
 from crossroads.data.dataset import RoutingDataset
 from crossroads.errors import CrossroadsError, UnknownModelError
 from crossroads.evaluate.latency import LatencyProfile, latency_matrix
-from crossroads.online import KeyedLearners, Learner, learner_class, make_learner
-from crossroads.online.objective import (
+from crossroads.objective import (
+    MaxReward,
     Objective,
     PoolScale,
     Reward,
+    decide,
     make_reward,
     parse_objective,
 )
+from crossroads.online import LEARNERS, KeyedLearners, Learner
+from crossroads.registry import Spec
 
 SESSIONS = ("category", "none")
 BASELINES = ("random", "best_fixed", "most_expensive", "oracle")
@@ -106,34 +109,6 @@ class Drift:
             value = getattr(self, name)
             if not (math.isfinite(value) and value >= 0):
                 raise CrossroadsError(f"drift {name} must be a finite number >= 0, got {value!r}")
-
-
-@dataclass(frozen=True)
-class LearnerSpec:
-    """A registered learner and its arguments; ``parse("automaton:learning_rate=0.1")``."""
-
-    name: str
-    params: dict = field(default_factory=dict)
-
-    @classmethod
-    def parse(cls, text: str) -> LearnerSpec:
-        name, _, options = text.partition(":")
-        params: dict[str, Any] = {}
-        for part in filter(None, (p.strip() for p in options.split(","))):
-            key, sep, value = part.partition("=")
-            if not sep:
-                raise CrossroadsError(f"learner option {part!r} is not key=value (in {text!r})")
-            params[key.strip()] = _value(value.strip())
-        learner_class(name.strip())  # an unknown name fails here
-        return cls(name.strip(), params)
-
-    @property
-    def label(self) -> str:
-        options = ",".join(f"{k}={v}" for k, v in self.params.items())
-        return f"{self.name}:{options}" if options else self.name
-
-    def build(self, seed: int | None) -> Learner:
-        return make_learner(self.name, **{"seed": seed, **self.params})
 
 
 @dataclass
@@ -195,7 +170,7 @@ class _Run:
 
 def simulate(
     dataset: RoutingDataset,
-    learners: Sequence[str | LearnerSpec | Callable[[int], Learner]],
+    learners: Sequence[str | Spec | Callable[[int], Learner]],
     objective: Objective | str | Reward = "quality=1",
     *,
     models: Sequence[str] | None = None,
@@ -211,8 +186,8 @@ def simulate(
 ) -> SimulationResult:
     """Replay ``dataset`` as a stream of ``queries`` requests for each learner and baseline.
 
-    ``learners`` are registered names (``"ucb"``, ``"automaton:learning_rate=0.1"``),
-    :class:`LearnerSpec` or functions ``seed -> Learner``.  Contextual learners read
+    ``learners`` are learner specs (``"ucb"``, ``"automaton:learning_rate=0.1"``, or a
+    :class:`~crossroads.registry.Spec`) or functions ``seed -> Learner``.  Contextual learners read
     row ``i`` of ``embeddings`` for query ``i``.  Stream ``k`` (of ``seeds``) shuffles
     with ``default_rng([seed, k])``; a learner's own seed is ``seed + k`` (plus the
     session number under ``sessions="category"``).
@@ -281,7 +256,7 @@ def simulate(
                     raise CrossroadsError(f"two entries are named {label!r}; give each learner a distinct setting")
                 labels.append(label)
             runs.setdefault(label, []).append(run)
-        for name, run in _baselines(stream).items():
+        for name, run in _baselines(stream, reward_fn).items():
             runs.setdefault(name, []).append(run)
 
     per_seed = {name: [] for name in runs}
@@ -398,10 +373,10 @@ def _stream(dataset, latency, rows, drifts, add_at, remove_at, reward_fn) -> _St
 
 
 def _run_learner(spec, stream: _Stream, rows, categories, embeddings, sessions, seed, names) -> tuple[str, _Run]:
-    probe = spec.build(seed) if isinstance(spec, LearnerSpec) else spec(seed)
+    probe = _build(spec, seed)
     if not isinstance(probe, Learner):
         raise CrossroadsError(f"a learner factory returned {type(probe).__name__}, not a Learner")
-    label = spec.label if isinstance(spec, LearnerSpec) else probe.name
+    label = spec.label if isinstance(spec, Spec) else probe.name
     if probe.contextual and embeddings is None:
         raise CrossroadsError(
             f"the {probe.name} learner routes on prompt embeddings: pass embeddings (one row per query)"
@@ -412,7 +387,7 @@ def _run_learner(spec, stream: _Stream, rows, categories, embeddings, sessions, 
         if created:
             return created.pop()
         count[0] += 1
-        return spec.build(seed + 1000 * count[0]) if isinstance(spec, LearnerSpec) else spec(seed + 1000 * count[0])
+        return _build(spec, seed + 1000 * count[0])
 
     count = [0]
     keyed = KeyedLearners(factory)
@@ -439,7 +414,7 @@ def _run_learner(spec, stream: _Stream, rows, categories, embeddings, sessions, 
     return label, run
 
 
-def _baselines(stream: _Stream) -> dict[str, _Run]:
+def _baselines(stream: _Stream, reward_fn: Reward) -> dict[str, _Run]:
     avail = stream.available
     count = avail.sum(axis=1)
 
@@ -462,8 +437,14 @@ def _baselines(stream: _Stream) -> dict[str, _Run]:
     best = int(np.nanargmax(_column_means(stream.reward)))
     dearest = most_expensive_model(_column_means(np.where(avail, stream.cost_usd, np.nan)),
                        _column_means(np.where(avail, stream.quality, np.nan)))
-    top = np.argmax(np.where(avail, stream.reward, -np.inf), axis=1)
-    steps = np.arange(len(top))
+    steps = np.arange(len(count))
+    first = np.argmax(avail, axis=1)  # an available model's outcome stands in for the missing ones
+
+    def filled(values: np.ndarray) -> np.ndarray:
+        return np.where(avail, values, values[steps, first][:, None])
+
+    top = decide(filled(stream.quality), filled(stream.cost_usd), MaxReward(reward_fn),
+                 expected_latency_s=filled(stream.latency_s), allowed=avail).chosen
     oracle = _Run(stream.reward[steps, top], stream.quality[steps, top], stream.cost_usd[steps, top],
                   stream.latency_s[steps, top], top)
     return {"random": random, "best_fixed": fixed(best), "most_expensive": fixed(dearest), "oracle": oracle}
@@ -496,14 +477,19 @@ def _metrics(run: _Run, reference: dict[str, _Run]) -> dict[str, float]:
 
 
 # -- helpers ---------------------------------------------------------------------------
-def _spec(learner: Any) -> LearnerSpec | Callable[[int], Learner]:
-    if isinstance(learner, LearnerSpec):
-        return learner
-    if isinstance(learner, str):
-        return LearnerSpec.parse(learner)
+def _spec(learner: Any) -> Spec | Callable[[int], Learner]:
+    if isinstance(learner, (str, Spec)):
+        return LEARNERS.spec(learner)
     if callable(learner):
         return learner
-    raise CrossroadsError(f"a learner is a name, a LearnerSpec or a function seed -> Learner, got {learner!r}")
+    raise CrossroadsError(f"a learner is a spec (e.g. 'ucb'), a Spec or a function seed -> Learner, got {learner!r}")
+
+
+def _build(spec: Spec | Callable[[int], Learner], seed: int) -> Learner:
+    """A new learner of ``spec`` seeded with ``seed`` (unless the spec sets its own seed)."""
+    if isinstance(spec, Spec):
+        return LEARNERS.build(Spec(spec.name, {"seed": seed, **spec.params}))
+    return spec(seed)
 
 
 def _steps(steps: Mapping[str, int] | None, names: list[str], what: str) -> dict[str, int]:
@@ -515,19 +501,6 @@ def _steps(steps: Mapping[str, int] | None, names: list[str], what: str) -> dict
             raise CrossroadsError(f"{what}[{name!r}] must be a step number >= 0, got {step!r}")
         out[name] = int(step)
     return out
-
-
-def _value(text: str) -> Any:
-    if text.lower() in ("true", "false"):
-        return text.lower() == "true"
-    if text.lower() == "none":
-        return None
-    for kind in (int, float):
-        try:
-            return kind(text)
-        except ValueError:
-            pass
-    return text
 
 
 def _column_means(values: np.ndarray) -> np.ndarray:

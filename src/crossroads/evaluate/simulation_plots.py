@@ -20,8 +20,8 @@ from crossroads.data.dataset import RoutingDataset
 from crossroads.errors import CrossroadsError
 from crossroads.evaluate.latency import LatencyProfile
 from crossroads.evaluate.simulate import SimulationResult, simulate
+from crossroads.objective import Objective, Reward
 from crossroads.online import make_learner
-from crossroads.online.objective import Objective, Reward
 
 #: The constructor argument that plays the learning rate, per learner.
 LEARNING_RATE_PARAM = {"automaton": "learning_rate", "qlearning": "step_size"}

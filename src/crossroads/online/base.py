@@ -213,9 +213,9 @@ class Learner(ABC):
         if not isinstance(state, dict) or "learner" not in state:
             raise CrossroadsError("not a learner state: expected the dict written by Learner.state()")
         if cls is Learner:
-            from crossroads.online import learner_class
+            from crossroads.online import LEARNERS
 
-            return learner_class(state["learner"]).from_state(state)
+            return LEARNERS.load(state["learner"]).from_state(state)
         if state["learner"] != cls.name:
             raise CrossroadsError(f"this state is of the {state['learner']} learner, not {cls.name}")
         if state.get("version") != STATE_VERSION:

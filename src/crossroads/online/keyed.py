@@ -94,8 +94,6 @@ class KeyedLearners:
     @classmethod
     def from_state(cls, state: dict[str, Any], factory: Callable[[], Learner] | None = None) -> KeyedLearners:
         """The collection that wrote ``state``; ``factory`` is needed if it was built from one."""
-        from crossroads.online import learner_from_state
-
         if not isinstance(state, dict) or "keys" not in state:
             raise CrossroadsError("not a KeyedLearners state: expected the dict written by KeyedLearners.state()")
         if factory is not None:
@@ -104,5 +102,5 @@ class KeyedLearners:
             keyed = cls(state["learner"], **state["params"])
         else:
             raise CrossroadsError("these learners were made by a factory function: pass it again with factory=")
-        keyed.learners_ = {key: learner_from_state(s) for key, s in state["keys"].items()}
+        keyed.learners_ = {key: Learner.from_state(s) for key, s in state["keys"].items()}
         return keyed

@@ -1,13 +1,16 @@
-"""Offline routers, by their command-line names."""
+"""Offline routers, by their spec names: ``make_router("knn:k=100")``, ``load_router("default")``."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
-from crossroads.errors import CrossroadsError
+from crossroads.pretrained import router_path
+from crossroads.registry import Registry
 from crossroads.routers.base import Router, read_router_file
 
-_ROUTERS = {
+#: The routers by spec name.
+ROUTERS = Registry("router", {
     "random": "crossroads.routers.random_router:RandomRouter",
     "sw_ranking": "crossroads.routers.sw_ranking:SWRankingRouter",
     "mf": "crossroads.routers.mf:MatrixFactorizationRouter",
@@ -19,28 +22,17 @@ _ROUTERS = {
     "bert": "crossroads.routers.bert:BertRouter",
     "causal_llm": "crossroads.routers.causal_llm:CausalLLMRouter",
     "irt": "crossroads.routers.irt:IRTRouter",
-}
-
-ROUTER_NAMES = tuple(_ROUTERS)
+})
 
 
-def router_class(name: str) -> type[Router]:
-    """The Router subclass registered as ``name``."""
-    import importlib
-
-    if name not in _ROUTERS:
-        raise CrossroadsError(f"unknown router {name!r}; choose one of: {', '.join(_ROUTERS)}")
-    module, attr = _ROUTERS[name].split(":")
-    return getattr(importlib.import_module(module), attr)
-
-
-def make_router(name: str, **params) -> Router:
-    return router_class(name)(**params)
+def make_router(spec: str, **params: Any) -> Router:
+    """A new, unfitted router: ``make_router("knn", k=100)`` or ``make_router("knn:k=100")``."""
+    return ROUTERS.build(spec, **params)
 
 
 def load_router(path: str | Path) -> Router:
-    """A fitted router from a file written by ``Router.save``."""
-    header, arrays = read_router_file(path)
+    """A fitted router from a file written by ``Router.save``, or ``"default"``: the pretrained default router."""
+    header, arrays = read_router_file(router_path(path))
     router = make_router(header["router"], **header["params"])
     router.models_ = list(header["models"])
     router.embedder_ = header["embedder"]
@@ -48,4 +40,4 @@ def load_router(path: str | Path) -> Router:
     return router
 
 
-__all__ = ["ROUTER_NAMES", "Router", "load_router", "make_router", "router_class"]
+__all__ = ["ROUTERS", "Router", "load_router", "make_router"]

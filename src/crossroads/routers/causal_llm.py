@@ -284,7 +284,7 @@ def _fingerprint(model) -> str:
 
 def _gemma_checkpoint(tokenizer_only: bool) -> Path:
     """gemma-3-270m as a transformers checkpoint, converted once from the SHA-256-checked GGUF."""
-    from crossroads.serve.local_model import GEMMA_GGUF_SHA256, gemma_gguf_path
+    from crossroads.pretrained.gemma import GEMMA_GGUF_SHA256, gemma_gguf_path
 
     target = cache_dir() / "models" / f"gemma-3-270m-{GEMMA_GGUF_SHA256[:12]}-transformers"
     wanted = ["tokenizer.json"] if tokenizer_only else ["tokenizer.json", "config.json", "model.safetensors"]

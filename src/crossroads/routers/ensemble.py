@@ -19,13 +19,13 @@ class EnsembleRouter(Router):
     name = "ensemble"
 
     def __init__(self, members: str = "knn+ridge"):
-        from crossroads.routers import router_class
+        from crossroads.routers import ROUTERS
 
         self.members = members
         names = [name for name in members.split("+") if name]
         if not names or "ensemble" in names:
             raise CrossroadsError(f"ensemble members {members!r}: give router names joined by '+', e.g. knn+ridge")
-        self._classes = [router_class(name) for name in names]
+        self._classes = [ROUTERS.load(name) for name in names]
         self.reads_text = any(cls.reads_text for cls in self._classes)
         self.reads_category = any(cls.reads_category for cls in self._classes)
 

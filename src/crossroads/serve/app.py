@@ -208,7 +208,8 @@ class Server:
         config = self._keep_running_parts(config)
         old = self.gateway
         await anyio.to_thread.run_sync(old.learners.snapshot, old.store)
-        new = await anyio.to_thread.run_sync(lambda: Gateway(config, store=old.store, metrics=old.metrics))
+        new = await anyio.to_thread.run_sync(
+            lambda: Gateway(config, store=old.store, http_client=old.http_client, metrics=old.metrics))
         self._use(new)
         asyncio.get_running_loop().call_later(RELOAD_GRACE_S, lambda: asyncio.ensure_future(old.close_providers()))
         log.warning("reloaded %s: models %s, routes %s", self.config_path, config.model_names,

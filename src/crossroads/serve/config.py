@@ -15,57 +15,29 @@ from typing import Any
 
 from crossroads.data.descriptors import TIERS
 from crossroads.errors import CrossroadsError
-from crossroads.online import learner_class
-from crossroads.online.objective import Objective, parse_objective
+from crossroads.objective import RULES, Objective, parse_objective
+from crossroads.online import LEARNERS
+from crossroads.upstream.models import ModelConfig
+from crossroads.upstream.providers import PROVIDERS
 
-PROVIDERS = ("openai", "litellm")
 ROUTE_KEYS = ("none", "session")
 ROUTE_ON = ("last_message", "conversation")
-
-#: Tokens a request is assumed to send and receive when pricing a model before the call.
-NOMINAL_TOKENS_IN = 500
-NOMINAL_TOKENS_OUT = 256
-
-
-@dataclass(frozen=True)
-class ModelConfig:
-    """One upstream model: where it is served, how to reach it, and its price."""
-
-    name: str
-    base_url: str = "https://api.openai.com/v1"
-    upstream_model: str = ""  # the name the upstream knows it by (default: name)
-    api_key_env: str | None = None  # environment variable holding the key; never the key itself
-    provider: str = "openai"
-    price_per_mtok_in: float = 0.0
-    price_per_mtok_out: float = 0.0
-    expected_latency_s: float | None = None  # for objectives that weigh latency before any is measured
-    tier: str | None = None  # small/medium/large/frontier, for routers that place models by descriptors
-    timeout_s: float = 60.0
-    max_retries: int = 2
-    local: bool = False  # served by a llama.cpp process that crossroads starts
-    defaults: dict[str, Any] = field(default_factory=dict)  # request fields used when the client sends none
-
-    def cost_usd(self, tokens_in: float, tokens_out: float) -> float:
-        return (tokens_in * self.price_per_mtok_in + tokens_out * self.price_per_mtok_out) / 1e6
-
-    @property
-    def nominal_cost_usd(self) -> float:
-        return self.cost_usd(NOMINAL_TOKENS_IN, NOMINAL_TOKENS_OUT)
-
 
 @dataclass(frozen=True)
 class RouteConfig:
     """A named route: an online learner or a trained router, an objective, and its models.
 
     ``learner`` (e.g. ``thompson:discount=0.99``) learns from feedback; ``router_file``
-    (a saved offline router) decides by predicted quality against expected cost.
-    ``key: session`` keeps one learner per session id (PickLLM's sessions).
+    (a saved offline router, or ``default``) decides among its predictions by ``rule``
+    (see :mod:`crossroads.objective.rules`: by default the best expected reward under
+    ``objective``).  ``key: session`` keeps one learner per session id (PickLLM's sessions).
     """
 
     name: str
     learner: str | None = None
     router_file: str | None = None
     objective: Objective = field(default_factory=Objective)
+    rule: str = "reward"
     models: tuple[str, ...] = ()  # empty: the whole pool
     key: str = "none"
 
@@ -194,7 +166,8 @@ def _model(item: Any, index: int) -> ModelConfig:
     model = ModelConfig(**values)
     where = f"models[{index}] ({model.name})"
     if model.provider not in PROVIDERS:
-        raise CrossroadsError(f"config: {where}: provider must be one of {', '.join(PROVIDERS)}, got {model.provider!r}")
+        raise CrossroadsError(f"config: {where}: provider must be one of {', '.join(PROVIDERS.names)}, "
+                              f"got {model.provider!r}")
     for name in ("price_per_mtok_in", "price_per_mtok_out", "timeout_s"):
         value = getattr(model, name)
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
@@ -223,13 +196,18 @@ def _route(name: Any, item: Any) -> RouteConfig:
     values = _only(item, RouteConfig, f"routes.{name}", exclude={"name"})
     if (values.get("learner") is None) == (values.get("router_file") is None):
         raise CrossroadsError(f"config: routes.{name} needs exactly one of `learner` or `router_file`")
-    if values.get("learner") is not None:
-        learner_class(str(values["learner"]).partition(":")[0])  # unknown learner: error now, not at the first request
-    if "objective" in values:
-        objective = values["objective"]
-        values["objective"] = (
-            Objective(**objective) if isinstance(objective, dict) else parse_objective(str(objective))
-        )
+    try:  # a wrong learner, rule or objective fails now, not at the first request
+        if values.get("learner") is not None:
+            values["learner"] = LEARNERS.spec(str(values["learner"])).label
+        elif "rule" in values:
+            values["rule"] = RULES.spec(str(values["rule"])).label
+        if "objective" in values:
+            values["objective"] = parse_objective(values["objective"])
+    except CrossroadsError as error:
+        raise CrossroadsError(f"config: routes.{name}: {error}") from None
+    if values.get("learner") is not None and "rule" in values:
+        raise CrossroadsError(f"config: routes.{name}: `rule` decides among a router's predictions; a learner "
+                              "route has none (drop `rule` or use `router_file`)")
     values["models"] = tuple(_list(values.get("models", []), f"routes.{name}.models"))
     if values.get("key", "none") not in ROUTE_KEYS:
         raise CrossroadsError(f"config: routes.{name}.key must be one of {', '.join(ROUTE_KEYS)}")

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 
-from crossroads.online.objective import Objective
+from crossroads.objective import Objective
 from crossroads.serve.config import ModelConfig, RouteConfig, ServeConfig
 
 #: OpenAI's list prices, US$ per million tokens (input, output), when this default was written.
@@ -19,7 +19,7 @@ OPENAI_PRICES = {"gpt-4o-mini": (0.15, 0.60), "gpt-4o": (2.50, 10.00)}
 
 
 def default_config(env: Mapping[str, str] = os.environ) -> ServeConfig:
-    from crossroads.serve.local_model import LOCAL_MODEL_NAME, STOP_STRINGS
+    from crossroads.upstream.local_model import LOCAL_MODEL_NAME, STOP_STRINGS
 
     models = [ModelConfig(name=LOCAL_MODEL_NAME, local=True, base_url="", upstream_model=LOCAL_MODEL_NAME,
                           max_retries=1, timeout_s=120.0,

@@ -16,16 +16,16 @@ from typing import Any
 
 import anyio
 
-from crossroads.data.pricing import estimate_tokens
 from crossroads.errors import CrossroadsError
-from crossroads.online.objective import LinearReward, parse_objective
-from crossroads.serve.config import NOMINAL_TOKENS_IN, NOMINAL_TOKENS_OUT, ServeConfig
+from crossroads.objective import LinearReward, parse_objective
+from crossroads.objective.cost import ASSUMED_OUTPUT_TOKENS, NOMINAL_TOKENS_IN, estimate_tokens
+from crossroads.serve.config import ServeConfig
 from crossroads.serve.learning import RouteLearners
 from crossroads.serve.metrics import Metrics
-from crossroads.serve.providers import Provider, UpstreamError, make_provider
 from crossroads.serve.requests import BadRequest, ChatRequest, message_text
 from crossroads.serve.routing import Choice, Routes
 from crossroads.serve.store import UnknownDecisionError, open_store
+from crossroads.upstream.providers import UpstreamError, make_provider
 
 log = logging.getLogger("crossroads.serve")
 
@@ -78,13 +78,19 @@ class Attempts:
 
 
 class Gateway:
-    """The routing service for one ServeConfig; ``store`` is any object with the Store interface."""
+    """The routing service for one ServeConfig; ``store`` is any object with the Store interface.
 
-    def __init__(self, config: ServeConfig, store: Any = None, providers: dict[str, Provider] | None = None,
+    ``http_client`` (an ``httpx.AsyncClient``) carries every upstream call, the seam where
+    tests put :class:`crossroads.upstream.fake.FakeUpstream`; ``embedder`` replaces the
+    config's embedder.
+    """
+
+    def __init__(self, config: ServeConfig, store: Any = None, http_client: Any = None,
                  embedder: Any = None, metrics: Metrics | None = None):
         self.config = config
         self.store = store if store is not None else open_store(config.store)
-        self.providers = providers or {model.name: make_provider(model) for model in config.models}
+        self.http_client = http_client
+        self.providers = {model.name: make_provider(model, http_client) for model in config.models}
         self.learners = RouteLearners(config.routes, config.model_names, config.snapshot_every)
         self.routes = Routes(config, self.learners, embedder)
         self.routes.load_routers()
@@ -270,7 +276,7 @@ class Gateway:
         outcome = decision.get("outcome") or {}
         config = self.config.model(outcome.get("model") or decision["model"])
         tokens_in = outcome.get("tokens_in") or NOMINAL_TOKENS_IN
-        tokens_out = outcome.get("tokens_out") or NOMINAL_TOKENS_OUT
+        tokens_out = outcome.get("tokens_out") or ASSUMED_OUTPUT_TOKENS
         latency_s = outcome.get("latency_s")
         scale = self.routes.scale(list(decision["candidates"]), objective, tokens_in, tokens_out)
         return float(LinearReward(objective, scale)(

@@ -16,8 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from crossroads.evaluate.simulate import LearnerSpec
-from crossroads.online import KeyedLearners, Learner, learner_class
+from crossroads.online import LEARNERS, KeyedLearners, Learner
 from crossroads.online.base import Decision
 from crossroads.serve.config import RouteConfig
 
@@ -40,9 +39,9 @@ class RouteLearners:
         self._lock = threading.Lock()  # one sync at a time
         for route in routes:
             if route.learner is not None:
-                spec = LearnerSpec.parse(route.learner)
+                spec = LEARNERS.spec(route.learner)
                 self._keyed[route.name] = KeyedLearners(spec.name, **spec.params)
-                self._types[route.name] = learner_class(spec.name)
+                self._types[route.name] = LEARNERS.load(spec.name)
                 self._cursors[route.name] = 0
 
     @property

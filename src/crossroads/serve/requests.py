@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from crossroads.errors import CrossroadsError
-from crossroads.online.objective import Objective, parse_objective
+from crossroads.objective import Objective, parse_objective
 
 OVERRIDE_KEYS = ("allowed_models", "category", "max_cost_usd", "objective", "session_id")
 
@@ -104,8 +104,8 @@ def parse_overrides(raw: Any) -> Overrides:
     objective = raw.get("objective")
     if objective is not None:
         try:
-            objective = Objective(**objective) if isinstance(objective, dict) else parse_objective(str(objective))
-        except (CrossroadsError, TypeError) as error:
+            objective = parse_objective(objective if isinstance(objective, dict) else str(objective))
+        except CrossroadsError as error:
             raise BadRequest(f"crossroads.objective: {error}", "crossroads.objective") from None
     session = raw.get("session_id")
     if session is not None and (not isinstance(session, str) or not session):

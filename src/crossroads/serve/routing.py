@@ -2,8 +2,9 @@
 
 A request's ``model`` is one of
 * a model of the pool: it passes through unrouted;
-* a named route from the config: an online learner, or a trained router deciding by the
-  predicted reward (quality against expected cost and latency, the objective's weights);
+* a named route from the config: an online learner, or a trained router whose predictions
+  its decision rule turns into a ranking (:class:`crossroads.routers.pool.PooledRouter`, by
+  default the best expected reward under the objective);
 * RouteLLM's ``router-<router>-<threshold>``: the strong model when the router's win
   probability reaches the threshold, else the weak one.
 Every decision ranks all its candidates, so that a failing model falls back to the next.
@@ -17,11 +18,12 @@ from typing import Any
 
 import numpy as np
 
-from crossroads.data.pricing import estimate_tokens
-from crossroads.decisions import parse_routellm_model, route_strong_weak
 from crossroads.errors import CrossroadsError
-from crossroads.online.objective import LinearReward, Objective, PoolScale
-from crossroads.serve.config import NOMINAL_TOKENS_IN, NOMINAL_TOKENS_OUT, ModelConfig, RouteConfig, ServeConfig
+from crossroads.objective import Objective, PoolScale
+from crossroads.objective.cost import ASSUMED_OUTPUT_TOKENS, NOMINAL_TOKENS_IN, estimate_tokens
+from crossroads.objective.rules import make_rule, parse_routellm_model, route_strong_weak
+from crossroads.routers.pool import PooledRouter
+from crossroads.serve.config import ModelConfig, RouteConfig, ServeConfig
 from crossroads.serve.learning import RouteLearners
 from crossroads.serve.requests import BadRequest, Overrides
 
@@ -63,7 +65,7 @@ class Routes:
         self.learners = learners
         self._embedder = embedder
         self._routes = {route.name: route for route in config.routes}
-        self._routers: dict[str, Any] = {}
+        self._routers: dict[str, PooledRouter] = {}  # router file -> that router over the config's models
 
     @property
     def names(self) -> list[str]:
@@ -93,7 +95,7 @@ class Routes:
         return self._predict(decision_id, route, candidates, objective, text, overrides.category)
 
     def scale(self, models: list[str], objective: Objective, tokens_in: float = NOMINAL_TOKENS_IN,
-              tokens_out: float = NOMINAL_TOKENS_OUT) -> PoolScale:
+              tokens_out: float = ASSUMED_OUTPUT_TOKENS) -> PoolScale:
         """The range over ``models`` of what a request of these token counts costs (and, if weighed, takes)."""
         pool = [self.config.model(m) for m in models]
         latency = None
@@ -137,7 +139,7 @@ class Routes:
         if overrides.max_cost_usd is not None:
             tokens_in = estimate_tokens(text)
             affordable = [m for m in pool
-                          if self.config.model(m).cost_usd(tokens_in, NOMINAL_TOKENS_OUT) <= overrides.max_cost_usd]
+                          if self.config.model(m).cost_usd(tokens_in, ASSUMED_OUTPUT_TOKENS) <= overrides.max_cost_usd]
             if not affordable:
                 raise BadRequest(f"no model of route {route.name!r} is expected to cost at most "
                                  f"{overrides.max_cost_usd:g} US$ for this request; raise crossroads.max_cost_usd",
@@ -161,28 +163,22 @@ class Routes:
 
     def _predict(self, decision_id: str, route: RouteConfig, candidates: list[str], objective: Objective,
                  text: str, category: str | None) -> Choice:
-        router = self._router(route.router_file)
-        known = [m for m in candidates if m in router.models_]
-        if not known:
+        pooled = self._router(route.router_file)
+        if not any(m in pooled.models for m in candidates):
             raise CrossroadsError(f"route {route.name!r}: its router knows none of the candidates {candidates}")
-        quality = router.predict(self._embed(text)[None, :], prompts=[text], categories=[category])[0]
-        tokens_in = estimate_tokens(text)
-        cost = {m: self.config.model(m).cost_usd(tokens_in, NOMINAL_TOKENS_OUT) for m in known}
-        latency = {m: self.config.model(m).expected_latency_s or 0.0 for m in known}
-        reward = LinearReward(objective, self.scale(known, objective, tokens_in))
-        scores = {m: float(reward(float(np.clip(quality[router.model_column(m)], 0, 1)), cost[m], latency[m]))
-                  for m in known}
-        ranking = sorted(known, key=lambda m: (-scores[m], cost[m]))
-        best = ranking[0]
-        reason = (f"highest predicted reward under {objective}: {best} (predicted quality "
-                  f"{quality[router.model_column(best)]:.3f}, expected cost {cost[best]:.2e} US$)")
-        return Choice(decision_id, route.name, "router", ranking, objective, reason, scores=scores)
+        rule = make_rule(route.rule, objective)
+        ranking = pooled.rank(self._embed(text), text, rule, category=category, candidates=candidates)
+        best = ranking.model
+        reason = (f"{route.rule} under {objective}: {best} (predicted quality {ranking.predicted_quality[best]:.3f}, "
+                  f"expected cost {ranking.expected_cost_usd[best]:.2e} US$)")
+        return Choice(decision_id, route.name, "router", ranking.models, objective, reason,
+                      scores=ranking.scores)
 
     def _routellm(self, decision_id: str, name: str, router_name: str, threshold: float, text: str,
                   overrides: Overrides, unavailable: set[str]) -> Choice:
         assert self.config.routellm is not None
         strong, weak = self.config.routellm.strong, self.config.routellm.weak
-        router = self._router(self.config.routellm.routers[router_name])
+        router = self._router(self.config.routellm.routers[router_name]).router
         win = float(router.win_probability(self._embed(text)[None, :], strong, weak, prompts=[text],
                                            categories=[overrides.category])[0])
         go_strong = bool(route_strong_weak(win, threshold))
@@ -214,18 +210,18 @@ class Routes:
     def _embed(self, text: str) -> np.ndarray:
         return np.asarray(self._embedder_().embed([text])[0], dtype=np.float64)
 
-    def _router(self, path: str) -> Any:
+    def _router(self, path: str) -> PooledRouter:
         if path not in self._routers:
             from crossroads.routers import load_router
 
-            router = load_router(_router_path(path))
-            if router.open_pool:  # place the configured models by their names, prices and tiers
-                router.add_models([self._descriptor(model) for model in self.config.models])
+            router = load_router(path)
             embedder = self._embedder_().name
             if router.embedder_ and router.embedder_ != embedder:
                 raise CrossroadsError(f"router file {path} was trained on {router.embedder_} embeddings, but the "
                                       f"server embeds with {embedder}; set the config's `embedder:` to match")
-            self._routers[path] = router
+            pool = [self._descriptor(model) for model in self.config.models]
+            latency = [model.expected_latency_s for model in self.config.models]
+            self._routers[path] = PooledRouter(router, pool, embedder, latency)
         return self._routers[path]
 
     @staticmethod
@@ -237,15 +233,6 @@ class Routes:
 
         described = describe(ModelInfo(model.name, model.price_per_mtok_in, model.price_per_mtok_out))
         return replace(described, tier=model.tier) if model.tier else described
-
-
-def _router_path(path: str) -> str:
-    """``default`` names the pretrained default router shipped with crossroads."""
-    from crossroads.pretrained import DEFAULT_ROUTER_NAME, default_router_path
-
-    if path == DEFAULT_ROUTER_NAME:
-        return str(default_router_path())
-    return path
 
 
 def _routellm_name(name: str) -> tuple[str, float]:

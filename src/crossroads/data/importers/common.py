@@ -13,14 +13,10 @@ from typing import TypeVar
 import numpy as np
 
 from crossroads.data.dataset import ModelInfo, RoutingDataset
-from crossroads.data.pricing import (
-    Price,
-    cost_usd,
-    estimate_tokens_many,
-    read_price_file,
-)
+from crossroads.data.pricing import read_price_file
 from crossroads.data.prompts import split_prompt
 from crossroads.errors import DataFormatError
+from crossroads.objective.cost import Price, cost_usd, estimate_tokens_many
 
 T = TypeVar("T")
 

@@ -19,8 +19,8 @@ from crossroads.data.importers.common import (
     scored_dataset,
     scored_questions,
 )
-from crossroads.data.pricing import ASSUMED_OUTPUT_TOKENS
 from crossroads.errors import DataFormatError
+from crossroads.objective.cost import ASSUMED_OUTPUT_TOKENS
 
 PRICE_FILE = "default_llm.json"
 DEFAULT_FILE = "dcrouter_train.json"

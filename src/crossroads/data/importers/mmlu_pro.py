@@ -24,8 +24,9 @@ from crossroads.data.importers.common import (
     require_keys,
     with_progress,
 )
-from crossroads.data.pricing import estimate_tokens, price_for
+from crossroads.data.pricing import price_for
 from crossroads.errors import DataFormatError
+from crossroads.objective.cost import estimate_tokens
 
 SHOTS = 5
 OPTION_LETTERS = "ABCDEFGHIJKLMNOP"

@@ -23,9 +23,10 @@ from crossroads.data.importers.common import (
     read_contaminated,
     read_csv,
 )
-from crossroads.data.pricing import estimate_tokens, estimate_tokens_many, price_for
+from crossroads.data.pricing import price_for
 from crossroads.data.prompts import split_prompt
 from crossroads.errors import DataFormatError
+from crossroads.objective.cost import estimate_tokens, estimate_tokens_many
 
 #: RouteLLM's MMLU prompts: 5 examples from the subject's dev set, reduced until they
 #: fit 1,536 tokens, then the question; the answer is one generated token.

@@ -26,9 +26,10 @@ from crossroads.data.importers.common import (
     read_json_lines,
     require_keys,
 )
-from crossroads.data.pricing import ASSUMED_OUTPUT_TOKENS, estimate_tokens, price_for
+from crossroads.data.pricing import price_for
 from crossroads.data.prompts import split_prompt
 from crossroads.errors import DataFormatError
+from crossroads.objective.cost import ASSUMED_OUTPUT_TOKENS, estimate_tokens
 
 SCORE_MIN, SCORE_MAX = 1, 10
 NO_RATING = -1

@@ -18,8 +18,9 @@ from crossroads.data.importers.common import (
     scored_dataset,
     scored_questions,
 )
-from crossroads.data.pricing import ASSUMED_OUTPUT_TOKENS, price_for, size_based_price
+from crossroads.data.pricing import price_for, size_based_price
 from crossroads.errors import DataFormatError
+from crossroads.objective.cost import ASSUMED_OUTPUT_TOKENS
 
 _TASK_FILE = re.compile(r"^(?P<task>.+?)[_-](?:train|test|val|valid)$")
 

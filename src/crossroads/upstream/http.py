@@ -1,4 +1,10 @@
-"""POST to an OpenAI-compatible endpoint with timeouts, retries and errors that never show the key."""
+"""POST JSON to an OpenAI-compatible endpoint with timeouts, retries and errors that never show the key.
+
+The LLM judge and the embedder of an ``/embeddings`` endpoint call through an
+:class:`Endpoint`; the chat providers (:mod:`crossroads.upstream.providers`) go through the
+``openai`` SDK.  Both take an ``http_client``, the one seam where tests plug in
+:class:`crossroads.upstream.fake.FakeUpstream`.
+"""
 
 from __future__ import annotations
 
@@ -42,7 +48,7 @@ def post_json(
             time.sleep(wait_s)
         wait_s = backoff_s * 2**attempt
         try:
-            response = client.post(url, json=payload, headers=headers)
+            response = client.post(url, json=payload, headers=headers, timeout=timeout_s)
         except httpx.TimeoutException as error:
             problem = f"no answer within {timeout_s:g} s ({type(error).__name__})"
             continue
@@ -85,3 +91,39 @@ def retry_after_s(response: httpx.Response) -> float:
         return min(float(response.headers.get("retry-after", 0)), MAX_RETRY_AFTER_S)
     except ValueError:  # an HTTP date: not worth parsing
         return 0.0
+
+
+class Endpoint:
+    """An OpenAI-compatible base URL and how to call it: key, timeout, retries, and the HTTP client.
+
+    Without ``http_client`` it opens its own ``httpx.Client`` on first use (``close`` shuts
+    it; it reopens if used again); a given client stays the caller's to close.
+    """
+
+    def __init__(self, base_url: str, *, api_key_env: str | None, timeout_s: float, max_retries: int,
+                 backoff_s: float, http_client: httpx.Client | None = None, label: str = ""):
+        if max_retries < 0 or timeout_s <= 0 or backoff_s < 0:
+            raise CrossroadsError(f"{label}{base_url}: need max_retries >= 0, timeout_s > 0 and backoff_s >= 0")
+        self.base_url = base_url.rstrip("/")
+        self.api_key_env, self.timeout_s, self.max_retries, self.backoff_s = api_key_env, timeout_s, max_retries, backoff_s
+        self.http_client, self.label = http_client, label
+        self._own: httpx.Client | None = None
+
+    def url(self, path: str) -> str:
+        return f"{self.base_url}/{path.lstrip('/')}"
+
+    def post(self, path: str, payload: dict[str, Any], *, model: str) -> httpx.Response:
+        """The 200 response of ``POST {base_url}/{path}`` (see :func:`post_json`)."""
+        client = self.http_client
+        if client is None:
+            if self._own is None:
+                self._own = httpx.Client(timeout=self.timeout_s)
+            client = self._own
+        return post_json(client, self.url(path), payload, model=model, api_key_env=self.api_key_env,
+                         max_retries=self.max_retries, backoff_s=self.backoff_s, timeout_s=self.timeout_s,
+                         label=self.label)
+
+    def close(self) -> None:
+        if self._own is not None:
+            self._own.close()
+            self._own = None

@@ -18,7 +18,8 @@ from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from crossroads.serve.config import ModelConfig
+from crossroads.registry import Registry
+from crossroads.upstream.models import ModelConfig
 
 _SECRET_LIKE = re.compile(r"\b(sk|key|tok)-[A-Za-z0-9_\-]{6,}")
 
@@ -32,10 +33,16 @@ class UpstreamError(Exception):
 
 
 class Provider(ABC):
-    """Calls one upstream model; ``body`` is the client's request with ``model`` set for the upstream."""
+    """Calls one upstream model; ``body`` is the client's request with ``model`` set for the upstream.
 
-    def __init__(self, model: ModelConfig):
+    ``http_client`` (an ``httpx.AsyncClient``) is the seam to the network: tests give one
+    whose transport is :class:`crossroads.upstream.fake.FakeUpstream`.  Without one, the
+    provider opens its own.
+    """
+
+    def __init__(self, model: ModelConfig, http_client: Any = None):
         self.config = model
+        self.http_client = http_client
 
     @abstractmethod
     async def complete(self, body: dict[str, Any]) -> dict[str, Any]:
@@ -63,8 +70,8 @@ class Provider(ABC):
 class OpenAIProvider(Provider):
     """Any OpenAI-compatible ``/chat/completions`` endpoint, through ``openai.AsyncOpenAI``."""
 
-    def __init__(self, model: ModelConfig):
-        super().__init__(model)
+    def __init__(self, model: ModelConfig, http_client: Any = None):
+        super().__init__(model, http_client)
         self._client: Any = None
 
     def _openai(self) -> Any:
@@ -76,6 +83,7 @@ class OpenAIProvider(Provider):
                 api_key=self.api_key() or "no-key",
                 timeout=self.config.timeout_s,
                 max_retries=self.config.max_retries,
+                http_client=self.http_client,
             )
         return self._client
 
@@ -111,7 +119,7 @@ class OpenAIProvider(Provider):
                 raise UpstreamError(self.config.name, "malformed", "the stream ended without a single chunk")
 
     async def aclose(self) -> None:
-        if self._client is not None:
+        if self._client is not None and self.http_client is None:  # a given client is its owner's to close
             await self._client.close()
 
     @contextmanager
@@ -183,5 +191,14 @@ class LiteLLMProvider(Provider):
                                 getattr(error, "status_code", None)) from None
 
 
-def make_provider(model: ModelConfig) -> Provider:
-    return LiteLLMProvider(model) if model.provider == "litellm" else OpenAIProvider(model)
+#: Providers by the name a model's ``provider:`` gives.
+PROVIDERS = Registry(
+    "provider",
+    {"openai": "crossroads.upstream.providers:OpenAIProvider", "litellm": "crossroads.upstream.providers:LiteLLMProvider"},
+    {"openai": "any OpenAI-compatible endpoint", "litellm": "other APIs through LiteLLM"},
+)
+
+
+def make_provider(model: ModelConfig, http_client: Any = None) -> Provider:
+    """The provider ``model.provider`` names, calling through ``http_client`` when one is given."""
+    return PROVIDERS.build(model.provider, model=model, http_client=http_client)

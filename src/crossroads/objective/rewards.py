@@ -1,7 +1,4 @@
-"""Objectives and rewards: what an outcome (quality, cost, latency) is worth to the user.
-
-An ``Objective`` holds the user's weights for quality, cost and latency.  A reward
-scores one outcome against it:
+"""Rewards: what an outcome (quality, cost, latency) is worth under an objective.
 
 ``LinearReward`` (the default, in [0, 1])
     Cost and latency are min-max scaled over the pool's range (a ``PoolScale``) and
@@ -17,9 +14,8 @@ scores one outcome against it:
 All three also take numpy arrays and then return arrays; a missing (NaN) quality
 gives a NaN reward, never a made-up one.
 
->>> objective = parse_objective("quality=1,cost=0.5")
 >>> scale = PoolScale.from_models({"small": 0.001, "large": 0.021})
->>> round(objective.reward(1.0, 0.011, scale=scale), 4)  # (1 * 1 + 0.5 * (1 - 0.5)) / 1.5
+>>> round(LinearReward(Objective(quality=1, cost=0.5), scale)(1.0, 0.011), 4)  # (1 * 1 + 0.5 * (1 - 0.5)) / 1.5
 0.8333
 """
 
@@ -28,105 +24,20 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from crossroads.errors import CrossroadsError, UnknownModelError
-
-if TYPE_CHECKING:
-    from crossroads.data.dataset import RoutingDataset
-
-#: The weight names ``parse_objective`` accepts, in the order ``str(objective)`` writes them.
-WEIGHTS = ("quality", "cost", "latency")
-
-
-@dataclass(frozen=True)
-class Objective:
-    """The user's weights for quality, cost and latency: finite, non-negative, not all zero.
-
-    Only the ratios matter to ``LinearReward`` (it divides by the sum).
-    ``str(objective)`` gives the form ``parse_objective`` reads.
-
-    >>> Objective(quality=1, cost=0.5)
-    Objective(quality=1.0, cost=0.5, latency=0.0)
-    >>> str(Objective(quality=1, cost=0.5))
-    'quality=1,cost=0.5,latency=0'
-    """
-
-    quality: float = 1.0
-    cost: float = 0.0
-    latency: float = 0.0
-
-    def __post_init__(self) -> None:
-        for name in WEIGHTS:
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
-                raise CrossroadsError(f"objective weight {name} must be a number, got {value!r}")
-            if not math.isfinite(value):
-                raise CrossroadsError(f"objective weight {name} must be finite, got {value!r}")
-            if value < 0:
-                raise CrossroadsError(
-                    f"objective weight {name}={value:g} is negative; weights are >= 0 "
-                    f"(a larger {name} weight already penalises {'a low quality' if name == 'quality' else 'a high ' + name})"
-                )
-            object.__setattr__(self, name, float(value))
-        if self.total == 0:
-            raise CrossroadsError("objective weights are all zero: give quality, cost or latency a positive weight")
-
-    @property
-    def total(self) -> float:
-        return self.quality + self.cost + self.latency
-
-    def __str__(self) -> str:
-        return ",".join(f"{name}={getattr(self, name):g}" for name in WEIGHTS)
-
-    def reward(
-        self,
-        quality: float | np.ndarray,
-        cost_usd: float | np.ndarray | None = None,
-        latency_s: float | np.ndarray | None = None,
-        *,
-        scale: PoolScale | None = None,
-    ) -> float | np.ndarray:
-        """The ``LinearReward`` of one outcome (or arrays of them) under this objective, in [0, 1]."""
-        return LinearReward(self, scale)(quality, cost_usd, latency_s)
-
-
-def parse_objective(text: str) -> Objective:
-    """An Objective from ``"quality=1,cost=0.5,latency=0.2"`` (the CLI's form).
-
-    Names may come in any order and in any case; a name left out has weight 0.
-
-    >>> parse_objective("quality=1, cost=0.5")
-    Objective(quality=1.0, cost=0.5, latency=0.0)
-    """
-    example = "for example quality=1,cost=0.5,latency=0.2"
-    if not isinstance(text, str) or not text.strip():
-        raise CrossroadsError(f"objective is empty: write weights as name=value pairs, {example}")
-    weights: dict[str, float] = {}
-    for part in text.split(","):
-        name, sep, value = (piece.strip() for piece in part.partition("="))
-        name = name.lower()
-        if not sep or not name or not value:
-            raise CrossroadsError(f"objective {text!r}: {part.strip()!r} is not name=value; {example}")
-        if name not in WEIGHTS:
-            raise CrossroadsError(f"objective {text!r}: unknown weight {name!r}; the weights are {', '.join(WEIGHTS)}")
-        if name in weights:
-            raise CrossroadsError(f"objective {text!r}: {name} is given twice")
-        try:
-            weights[name] = float(value)
-        except ValueError:
-            raise CrossroadsError(f"objective {text!r}: {name}={value!r} is not a number") from None
-    return Objective(**{name: weights.get(name, 0.0) for name in WEIGHTS})
+from crossroads.objective.weights import Objective, parse_objective
 
 
 @dataclass(frozen=True)
 class PoolScale:
     """The range of cost (US$ per query) and latency (s) over the pool, for min-max scaling.
 
-    Build it from each model's expected cost and latency (``from_models``,
-    ``from_dataset``) or from observed outcomes (``from_observed``).  Latency bounds
+    Build it from each model's expected cost and latency (``from_models``) or from
+    observed outcomes (``from_observed``).  Latency bounds
     are None when the pool's latency is unknown; an objective that weighs latency
     then cannot be scored.  When a range is empty (min == max, e.g. a pool of one model,
     or equal prices) the scaled value is 0 at or below it and 1 above it.
@@ -205,32 +116,6 @@ class PoolScale:
         return cls._from_values(cost_usd, latency_s, "observed")
 
     @classmethod
-    def from_dataset(cls, dataset: RoutingDataset, models: Sequence[str] | None = None) -> PoolScale:
-        """The range of each model's mean recorded cost (and latency, when recorded) in ``dataset``.
-
-        ``models`` restricts the pool (UnknownModelError for a name not in the dataset).
-        """
-        names = dataset.model_names if models is None else list(models)
-        if not names:
-            raise CrossroadsError("the pool is empty: name at least one model")
-        columns = [dataset.model_index(name) for name in names]
-        costs = _column_means(dataset.cost_usd[:, columns])
-        if np.isnan(costs).any():
-            missing = [name for name, cost in zip(names, costs) if np.isnan(cost)]
-            raise CrossroadsError(
-                f"the dataset records no cost for {', '.join(missing)}: cannot place them in the pool's range"
-            )
-        latencies = None if dataset.latency_s is None else _column_means(dataset.latency_s[:, columns])
-        if latencies is not None and np.isnan(latencies).all():
-            latencies = None  # no latency recorded for this pool
-        elif latencies is not None and np.isnan(latencies).any():
-            missing = [name for name, latency in zip(names, latencies) if np.isnan(latency)]
-            raise CrossroadsError(
-                f"the dataset records no latency for {', '.join(missing)}: cannot place them in the pool's range"
-            )
-        return cls._from_values(costs, latencies, "the dataset's mean")
-
-    @classmethod
     def _from_values(cls, costs: Any, latencies: Any, what: str) -> PoolScale:
         costs = _finite(costs, f"{what} cost_usd")
         latency_bounds: tuple[float | None, float | None] = (None, None)
@@ -279,7 +164,7 @@ class LinearReward(Reward):
         if scale is None and (objective.cost or objective.latency):
             raise CrossroadsError(
                 f"objective {objective} weighs cost or latency: give the pool's range as a PoolScale "
-                "(PoolScale.from_models, from_observed or from_dataset)"
+                "(PoolScale.from_models or from_observed)"
             )
         self.objective = objective
         self.scale = scale
@@ -444,13 +329,6 @@ def _check_range(name: str, low: Any, high: Any) -> None:
 
 def _float_or_none(value: Any) -> float | None:
     return None if value is None else float(value)
-
-
-def _column_means(values: np.ndarray) -> np.ndarray:
-    """Per-column mean ignoring NaN; NaN for an all-missing column (without numpy's warning)."""
-    counts = (~np.isnan(values)).sum(axis=0)
-    sums = np.nansum(values, axis=0)
-    return np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
 
 
 def _finite(values: Any, what: str) -> np.ndarray:
