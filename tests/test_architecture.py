@@ -20,7 +20,7 @@ SOURCE = Path(crossroads.__file__).parent
 #: package or module and from lower layers.
 LAYERS = [
     {"errors"},
-    {"paths", "registry"},
+    {"paths", "registry", "checks"},
     {"pretrained"},
     {"objective"},
     {"data"},

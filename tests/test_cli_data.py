@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import json
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from crossroads.cli import data
+from crossroads.data.dataset import ModelInfo, RoutingDataset
 from crossroads.data.importers import load_datasets
 from crossroads.data.jsonl import read_jsonl
 from crossroads.errors import CrossroadsError
@@ -58,6 +61,40 @@ def test_info_combines_datasets_and_shows_estimated_costs(capsys):
     assert run("data", "info", "-d", ROUTERBENCH, "-d", MMLU) == 0
     out = capsys.readouterr().out
     assert "10 queries x 4 models" in out and "estimated" in out and "10/30" in out
+
+
+def test_info_json_holds_every_model(capsys):
+    assert run("data", "info", "-d", ROUTERBENCH, "-d", MMLU, "--json") == 0
+    summary = json.loads(capsys.readouterr().out)
+    expected = load_datasets([ROUTERBENCH, MMLU])
+    assert summary["queries"] == 10 and summary["categories"] == len(set(expected.categories))
+    models = {row["name"]: row for row in summary["models"]}
+    assert list(models) == expected.model_names
+    for j, name in enumerate(expected.model_names):
+        row = models[name]
+        assert row["mean_quality"] == pytest.approx(np.nanmean(expected.quality[:, j]))
+        assert row["mean_cost_usd"] == pytest.approx(np.nanmean(expected.cost_usd[:, j]))
+        assert row["missing_share"] == pytest.approx(np.isnan(expected.quality[:, j]).mean())
+        assert row["cost_estimated"] is bool(expected.cost_estimated[j])
+    assert {source["format"] for source in summary["sources"]} == {"routerbench", "routellm-mmlu"}
+
+
+@pytest.mark.parametrize("columns", ["80", "60", "200"])
+def test_info_never_wraps_or_cuts_model_names(columns, tmp_path, capsys, monkeypatch):
+    from crossroads.data.jsonl import write_jsonl
+
+    long_names = ["cognitivecomputations/dolphin-2.9-llama3-8b", "itpossible/Chinese-Mistral-7B-v0.1"]
+    dataset = load_datasets([ROUTERBENCH])
+    dataset = RoutingDataset(dataset.query_ids, dataset.prompts, dataset.categories, dataset.sources,
+                             [ModelInfo(name, 0.2, 0.2) for name in [*long_names, "short"]],
+                             dataset.quality, dataset.cost_usd)
+    path = write_jsonl(dataset, tmp_path / "long.jsonl")
+    monkeypatch.setenv("COLUMNS", columns)
+    assert run("data", "info", "--dataset", f"crossroads:{path}") == 0
+    out = capsys.readouterr().out
+    for name in long_names:
+        assert re.search(rf"^\W*{re.escape(name)}\s", out, re.MULTILINE), name
+    assert "…" not in out
 
 
 def test_convert_writes_jsonl(tmp_path, capsys):

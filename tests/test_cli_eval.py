@@ -34,6 +34,31 @@ def test_eval_writes_metrics_and_plot(tmp_path, capsys):
     assert "APGR" in printed and "ridge" in printed and "oracle" in printed
 
 
+def test_eval_curve_has_its_legend_outside_and_plain_cost_ticks(tmp_path, monkeypatch):
+    from crossroads.evaluate import plots
+
+    saved = []
+
+    def keep(fig, path, dpi=120):
+        fig.canvas.draw()
+        saved.append(fig)
+        return save(fig, path, dpi)
+
+    save = plots.save_figure
+    monkeypatch.setattr(plots, "save_figure", keep)
+    assert main(["eval", "--dataset", MMLU_FIXTURE, "--router", "knn:k=5", "--router", "ridge", "--cv", "3",
+                 "--out", str(tmp_path)]) == 0
+    (fig,) = saved
+    cost = fig.axes[-1]
+    legend = cost.get_legend().get_window_extent()
+    assert not any(legend.overlaps(ax.get_window_extent()) for ax in fig.axes)
+    labels = [label.get_text() for label in cost.xaxis.get_ticklabels() if label.get_text()]
+    assert labels and all(re.fullmatch(r"[0-9.]+", label) for label in labels), labels
+    routers = [line for line in cost.get_lines() if line.get_label() in ("knn:k=5", "ridge")]
+    assert len({(line.get_color(), line.get_linestyle()) for line in routers}) == 2
+    assert (tmp_path / "curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
 def test_eval_on_real_gsm8k_subset_beats_random(tmp_path, real_data):
     """A router trained on real GSM8K outcomes ranks queries better than chance."""
     from crossroads.data.importers import load_dataset

@@ -118,7 +118,7 @@ def test_held_out_evaluation_on_a_pool_of_new_models():
 def test_bad_parameters_are_named():
     with pytest.raises(CrossroadsError, match="features='price\\+colour'"):
         make_router("irt", features="price+colour")
-    with pytest.raises(CrossroadsError, match="rank >= 0"):
+    with pytest.raises(CrossroadsError, match="irt rank must be a whole number >= 0"):
         make_router("irt", rank=-1)
 
 

@@ -82,6 +82,38 @@ def test_warm_start_from_predictions_helps_early_and_a_wrong_prior_is_overcome(n
     assert TwoTopicBandit(0).run(misled, 1500)[0][-500:].mean() > 0.75
 
 
+class PerCallPrior:
+    """A learner given each query's prior with the call, as the server's router-plus-learner routes do."""
+
+    def __init__(self, learner: Learner, prior):
+        self.learner, self.prior = learner, prior
+
+    def select(self, models, context):
+        return self.learner.select(models, context=context, prior=self.prior(context))
+
+    def update(self, decision, reward):
+        self.learner.update(decision, reward)  # the decision carries its prior
+
+
+def test_a_prior_given_with_each_call_is_followed_then_corrected():
+    """LinUCB as the server's default route runs it: until feedback comes, every decision is the prior's best model
+    (the exploration bonus is the same for all); a wrong prior is unlearned from the rewards."""
+    bandit, learner = TwoTopicBandit(0), make_learner("linucb", seed=0)
+    for _ in range(50):
+        x, _ = bandit.query()
+        prior = reversed_prior(x)
+        assert learner.select(bandit.models, context=x, prior=prior).model == max(prior, key=prior.get)
+    misled = PerCallPrior(make_learner("linucb", seed=0), reversed_prior)
+    assert TwoTopicBandit(0).run(misled, 1500)[0][-500:].mean() > 0.75  # it learned where the prior is wrong
+
+
+def test_only_learners_that_take_a_prior_accept_one():
+    with pytest.raises(CrossroadsError, match="the ucb learner does not start from a prior; linucb and lints do"):
+        make_learner("ucb").select(["a", "b"], prior={"a": 0.5, "b": 0.5})
+    with pytest.raises(CrossroadsError, match="model name -> finite number"):
+        make_learner("linucb").select(["a", "b"], context=np.ones(3), prior={"a": float("nan")})
+
+
 @pytest.mark.parametrize("name", CONTEXTUAL)
 def test_warm_start_from_an_offline_router(name):
     """A kNN router fitted on logged outcomes routes the first queries; an unknown third model gets the mean prior."""

@@ -83,8 +83,32 @@ def test_corrupt_router_file_is_named(tmp_path):
     bad.write_bytes(b"not a zip file")
     with pytest.raises(CrossroadsError, match="router.npz.*corrupt"):
         load_router(bad)
-    with pytest.raises(CrossroadsError, match="no such router file"):
+    with pytest.raises(CrossroadsError, match="no such router file; train one with `crossroads train"):
         load_router(tmp_path / "missing.npz")
+
+
+@pytest.mark.parametrize("spec, message", [
+    ("knn:k=0", "knn k must be a whole number >= 1, got 0"),
+    ("knn:k=-5", "knn k must be a whole number >= 1, got -5"),
+    ("knn:k=abc", "k='abc' is not a whole number"),
+    ("knn:q=3", "has no option 'q'; its options: k"),
+    ("knn:temperature=-1", "knn temperature must be a non-negative number"),
+    ("mlp:hidden=abc", "hidden='abc' is not a whole number"),
+    ("mlp:dropout=1", r"mlp dropout must be a number in \[0, 1\)"),
+    ("ridge:alpha=-1", "ridge alpha must be a positive number"),
+    ("ridge:min_df=0", "ridge min_df must be a whole number >= 1"),
+    ("mf:lr=0", "mf lr must be a positive number"),
+    ("sw_ranking:top_k=0", "sw_ranking top_k must be a whole number >= 1"),
+    ("gbt:max_leaf_nodes=1", "gbt max_leaf_nodes must be a whole number >= 2"),
+    ("gbt:category_dropout=1.5", r"gbt category_dropout must be a number in \[0, 1\]"),
+    ("irt:steps=0", "irt steps must be a whole number >= 1"),
+    ("bert:epochs=0", "bert epochs must be a whole number >= 1"),
+    ("causal_llm:levels=12", "give 2 to 9 quality levels"),
+    ("ensemble:members=knn+ensemble", "ensemble members"),
+])
+def test_every_option_is_checked_when_the_router_is_built(spec, message):
+    with pytest.raises(CrossroadsError, match=message):
+        make_router(spec)
 
 
 def test_unknown_router_lists_choices():

@@ -171,6 +171,11 @@ def test_feedback_teaches_the_route_learner(serve):
     assert learner.arms_[answer.model]["pulls"] == 1
     # quality 1 at this model's cost under quality=1,cost=0.5: 1 for the cheapest model, 2/3 for the dearest
     assert receipt["reward"] == pytest.approx(1.0 if answer.model == "small" else 2 / 3)
+    again = httpx.post(server.url + "/v1/feedback", json={"decision_id": answer.crossroads["decision_id"],
+                                                          "quality": 0.0})
+    assert again.status_code == 409 and again.json()["error"]["code"] == "feedback_exists"
+    assert f"feedback_id {receipt['feedback_id']}" in again.json()["error"]["message"]
+    assert learner.updates_ == 1  # the second was not stored, nor learned from
 
 
 @pytest.mark.parametrize("body, status, fragment", [
@@ -178,6 +183,7 @@ def test_feedback_teaches_the_route_learner(serve):
     ({"decision_id": "X", "quality": 2.0}, 400, "[0, 1]"),
     ({"decision_id": "X"}, 400, "reward"),
     ({"decision_id": "X", "reward": 1.0, "colour": "red"}, 400, "unknown feedback fields"),
+    ({"decision_id": "X", "reward": 1.0, "quality": 1.0}, 400, "`reward` or `quality`, not both"),
 ])
 def test_bad_feedback_is_refused_with_a_reason(serve, body, status, fragment):
     server = serve()
@@ -228,7 +234,20 @@ def test_admin_endpoints_need_the_admin_key(serve, monkeypatch):
     state = httpx.get(server.url + "/admin/learners", headers={"authorization": "Bearer admin-secret"}).json()
     assert state["auto"]["learner"] == "thompson"
     unset = serve()
-    assert httpx.get(unset.url + "/admin/learners").status_code == 403
+    refused = httpx.get(unset.url + "/admin/learners")
+    assert refused.status_code == 403 and "security.admin_key_env" in refused.json()["error"]["message"]
+    assert "$" not in refused.json()["error"]["message"]  # no variable is named, so none is shown
+
+
+def test_the_access_log_has_a_line_per_request_and_never_the_prompt(serve, caplog):
+    server = serve()
+    with caplog.at_level(logging.INFO, logger="crossroads.access"):
+        answer = sdk(server).chat.completions.create(model="auto", messages=[{"role": "user", "content": "secret plan"}])
+        httpx.post(server.url + "/v1/feedback", json={"decision_id": "dec_nope", "reward": 1.0})
+    lines = [record.getMessage() for record in caplog.records if record.name == "crossroads.access"]
+    assert len(lines) == 2 and not any("secret" in line for line in lines)
+    assert lines[0].startswith("POST /v1/chat/completions 200 ")
+    assert f"route=auto model={answer.model} cost_usd=" in lines[0] and lines[1].startswith("POST /v1/feedback 404")
 
 
 def test_rate_limit_answers_429_with_retry_after(serve):

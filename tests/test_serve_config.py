@@ -5,9 +5,11 @@ from __future__ import annotations
 import pytest
 
 from crossroads.errors import CrossroadsError
+from crossroads.objective import Objective
 from crossroads.serve.config import load_config, parse_config
-from crossroads.serve.defaults import default_config
+from crossroads.serve.defaults import config_from_models, default_config
 from crossroads.serve.requests import BadRequest, parse_chat_request
+from crossroads.serve.store_sql import describe_store
 
 MODELS = [{"name": "a", "price_per_mtok_in": 1.0}, {"name": "b"}]
 
@@ -43,7 +45,9 @@ security: {api_keys_env: MY_KEYS, max_body_bytes: 5000}
     ({"models": [{"name": "a", "price_per_mtok_in": -1}]}, "price_per_mtok_in must be a number >= 0"),
     ({"models": [{"name": "a", "api_key_env": "sk-abc123 456"}]}, "NAME of an environment variable"),
     ({"models": [{"name": "a", "tier": "huge"}]}, "tier must be one of small, medium, large, frontier"),
-    ({"models": MODELS, "routes": {"r": {}}}, "exactly one of `learner` or `router_file`"),
+    ({"models": MODELS, "routes": {"r": {}}}, "needs a `learner`, a `router_file`, or both"),
+    ({"models": MODELS, "routes": {"r": {"learner": "thompson", "router_file": "default"}}},
+     "the thompson learner cannot start from a router"),
     ({"models": MODELS, "routes": {"r": {"learner": "bandit9000"}}}, "unknown online learner"),
     ({"models": MODELS, "routes": {"r": {"learner": "ucb", "models": ["zz"]}}}, "names model 'zz'"),
     ({"models": MODELS, "routes": {"a": {"learner": "ucb"}}}, "has the name of a model"),
@@ -55,11 +59,14 @@ security: {api_keys_env: MY_KEYS, max_body_bytes: 5000}
      "decision rule 'within' has no option 'tol'; its options: tolerance"),
     ({"models": MODELS, "routes": {"r": {"router_file": "default", "rule": "cheapest"}}},
      "unknown decision rule 'cheapest'; choose one of: reward ("),
-    ({"models": MODELS, "routes": {"r": {"learner": "ucb", "rule": "within"}}}, "a learner route has none"),
+    ({"models": MODELS, "routes": {"r": {"learner": "ucb", "rule": "within"}}}, "the learner decides (drop `rule`)"),
     ({"models": MODELS, "default_route": "nowhere"}, "default_route 'nowhere'"),
     ({"models": MODELS, "routellm": {"strong": "a", "weak": "zz"}}, "routellm.weak"),
     ({"models": MODELS, "route_on": "vibes"}, "route_on must be one of"),
     ({"models": MODELS, "security": {"keys": "x"}}, "security has unknown keys"),
+    ({"models": MODELS, "rotes": {}}, "unknown keys ['rotes']; known keys: cooldown_s, default_route, embedder, "
+     "failures_before_cooldown, models, route_on, routellm, routes, security"),
+    ({"models": MODELS, "routes": {"r": {"learner": "ucb", "name": "s"}}}, "a route's name is its key"),
 ])
 def test_config_mistakes_are_named(raw, fragment):
     with pytest.raises(CrossroadsError) as caught:
@@ -80,12 +87,32 @@ def test_config_file_errors_name_the_file(tmp_path):
         load_config(wrong)
 
 
-def test_default_config_adds_openai_models_only_with_a_key():
-    assert default_config(env={}).model_names == ["gemma-3-270m"]
+def test_default_config_routes_two_local_models_priced_by_size_and_adds_openai_only_with_a_key(tmp_path,
+                                                                                                  monkeypatch):
+    local = default_config(env={})
+    assert local.model_names == ["gemma-3-270m", "smollm2-135m"]
+    gemma, smol = local.models
+    assert gemma.local and smol.local and gemma.price_per_mtok_in == pytest.approx(2 * smol.price_per_mtok_in, rel=0.02)
+    (auto,) = local.routes
+    assert (auto.router_file, auto.learner, local.default_route) == ("default", "linucb", "auto")
+    assert auto.objective == Objective(quality=1)  # both run here: cost is not weighed
     with_key = default_config(env={"OPENAI_API_KEY": "sk-x"})
-    assert with_key.model_names == ["gemma-3-270m", "gpt-4o-mini", "gpt-4o"]
+    assert with_key.model_names == ["gemma-3-270m", "smollm2-135m", "gpt-4o-mini", "gpt-4o"]
     assert with_key.model("gpt-4o").api_key_env == "OPENAI_API_KEY"
-    assert with_key.default_route == "auto"
+    assert with_key.routes[0].objective == Objective(quality=1, cost=0.5)
+    monkeypatch.chdir(tmp_path)  # the store is a file in the working directory, never at the filesystem root
+    assert describe_store(local.store) == f"SQLite file {tmp_path / 'crossroads.db'}"
+
+
+def test_models_from_the_command_line_make_a_config_that_routes():
+    config = config_from_models(["big:price=10/30,api_key_env=BIG_KEY", "small:price=0.1,tier=small,timeout_s=5"])
+    assert config.model("big").price_per_mtok_out == 30 and config.model("small").price_per_mtok_out == 0.1
+    assert config.model("small").timeout_s == 5.0 and config.default_route == "auto"
+    assert config_from_models(["solo"]).routes == ()
+    for spec, message in (("a:price=cheap", "price='cheap'"), ("a:colour=red", "has no option 'colour'"),
+                          ("a:timeout_s=soon", "timeout_s='soon' is not a number")):
+        with pytest.raises(CrossroadsError, match=message):
+            config_from_models([spec])
 
 
 def test_requests_route_on_the_last_user_message_or_the_conversation():

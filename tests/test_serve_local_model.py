@@ -1,4 +1,4 @@
-"""End to end with a real model: the openai SDK -> crossroads serve -> llama.cpp serving gemma-3-270m."""
+"""End to end with real models: the openai SDK -> crossroads serve -> llama.cpp serving gemma-3-270m (and SmolLM2)."""
 
 from __future__ import annotations
 
@@ -42,21 +42,35 @@ def test_real_model_answers_through_crossroads_streaming_and_not(local_model, tm
         assert outcome["status"] == "ok" and 0 < outcome["ttft_s"] < outcome["latency_s"]
 
 
-def test_crossroads_serve_with_no_config_serves_the_local_model(tmp_path):
-    """The embedded default: no config file, no API key; `crossroads serve` starts gemma itself."""
+#: Prompts on which the pretrained default router's expectations for the two local models differ in sign.
+PROMPTS = ["What is the capital of France?", "Prove that there are infinitely many primes.", "Write a haiku about rain.",
+           "hi", "Explain how a transformer neural network computes attention, with the formula."]
+
+
+def test_crossroads_serve_with_no_config_routes_between_two_local_models(tmp_path):
+    """The embedded default: no config file, no API key; `crossroads serve` starts gemma-3-270m and SmolLM2-135M
+    itself, and its route `auto` sends different prompts to different models."""
     env = {key: value for key, value in os.environ.items() if key != "OPENAI_API_KEY"}
     server = ServerProcess({}, tmp_path, env=env)
     server.command = ["serve", "--store", f"sqlite:///{tmp_path}/default.db"]
     with server:
         client = openai.OpenAI(base_url=server.url + "/v1", api_key="none", max_retries=0, timeout=120)
-        assert [m.id for m in client.models.list()] == ["auto", "gemma-3-270m"]
-        answer = client.chat.completions.create(model="auto", messages=FRANCE, temperature=0)
-        assert answer.model == "gemma-3-270m" and "Paris" in answer.choices[0].message.content
+        assert [m.id for m in client.models.list()] == ["auto", "gemma-3-270m", "smollm2-135m"]
+        chosen = [client.post("/route", cast_to=object, body={"prompt": prompt})["model"] for prompt in PROMPTS]
+        assert set(chosen) == {"gemma-3-270m", "smollm2-135m"}, chosen
+        for model in ("gemma-3-270m", "smollm2-135m"):
+            answer = client.chat.completions.create(model=model, messages=FRANCE, temperature=0)
+            text = answer.choices[0].message.content
+            assert answer.model == model and text.strip() and not text.startswith(" ")
+            assert model != "gemma-3-270m" or "Paris" in text  # (SmolLM2-135M does not know it)
         children = subprocess.run(["pgrep", "-P", str(server.process.pid)], capture_output=True, text=True).stdout.split()
-        assert len(children) == 1  # the llama.cpp server
-    # `crossroads serve` got SIGTERM: it must have stopped its llama.cpp server before exiting
-    assert wait_until(lambda: not os.path.exists(f"/proc/{children[0]}")
-                      or "zombie" in open(f"/proc/{children[0]}/status").read().lower(), timeout_s=10)
+        assert len(children) == 2  # the two llama.cpp servers
+        banner = server.log_path.read_text()
+        assert "gemma-3-270m: run here by llama.cpp" in banner and "smollm2-135m: run here by llama.cpp" in banner
+    # `crossroads serve` got SIGTERM: it must have stopped its llama.cpp servers before exiting
+    for child in children:
+        assert wait_until(lambda child=child: not os.path.exists(f"/proc/{child}")
+                          or "zombie" in open(f"/proc/{child}/status").read().lower(), timeout_s=10)
 
 
 def wait_until(condition, timeout_s: float) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import httpx
 import numpy as np
 import openai
 import pytest
@@ -51,7 +52,8 @@ def server(router_file, task_router_file, tmp_path_factory):
                    "thrifty": {"router_file": str(router_file), "objective": "quality=1,cost=5"},
                    "by-task": {"router_file": str(task_router_file), "objective": "quality=1"},
                    "pretrained": {"router_file": "default", "objective": "quality=1"},
-                   "pretrained-thrifty": {"router_file": "default", "objective": "quality=1,cost=5"}},
+                   "pretrained-thrifty": {"router_file": "default", "objective": "quality=1,cost=5"},
+                   "adaptive": {"router_file": str(router_file), "learner": "linucb", "objective": "quality=1"}},
         "routellm": {"strong": "big", "weak": "small", "routers": {"knn": str(router_file)}},
         "store": f"sqlite:///{tmp_path_factory.mktemp('store')}/store.db",
     })
@@ -95,3 +97,18 @@ def test_the_pretrained_default_router_places_configured_models_by_price_and_tie
     assert answer.model == "big" and answer.crossroads["kind"] == "router"
     assert "predicted quality" in answer.crossroads["reason"]
     assert ask(server, "pretrained-thrifty", "Prove that the square root of 2 is irrational.").model == "small"
+
+
+def test_a_learner_on_top_of_a_router_starts_from_it_and_learns_where_it_is_wrong(server):
+    """Math goes to `big` as the router predicts, until feedback says `small` does math as well at less cost."""
+    math, poem = "What is 12 times 12?", "Write a short poem about snow."
+    first = ask(server, "adaptive", math)
+    assert first.model == "big" and ask(server, "adaptive", poem).model == "small"
+    assert first.crossroads["kind"] == "learner" and "starting from the router's expected rewards" in first.crossroads["reason"]
+    for _ in range(20):  # feedback: big answers math badly, small well
+        answer = ask(server, "adaptive", math)
+        reward = 0.0 if answer.model == "big" else 1.0
+        httpx.post(server.url + "/v1/feedback", json={"decision_id": answer.crossroads["decision_id"], "reward": reward})
+    assert [ask(server, "adaptive", math).model for _ in range(3)] == ["small"] * 3
+    learner = server.gateway.learners.learner("adaptive", None)
+    assert learner.updates_ == 20 and learner.arms_["big"]["pulls"] >= 1

@@ -7,8 +7,8 @@ import pytest
 
 from crossroads.data.dataset import ModelInfo, RoutingDataset
 from crossroads.errors import CrossroadsError
-from crossroads.evaluate.simulate import simulate
-from crossroads.evaluate.simulation_plots import plot_convergence, plot_rewards
+from crossroads.evaluate.simulate import Drift, simulate
+from crossroads.evaluate.simulation_plots import draw_convergence, draw_rewards, plot_convergence, plot_rewards
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -63,3 +63,40 @@ def test_plot_rewards(tmp_path):
     ucb = result["ucb"]
     assert curves.cumulative_regret["ucb"][-1] == pytest.approx(ucb.metrics["regret_vs_oracle"])
     assert (np.diff(curves.cumulative_regret["ucb"]) >= 0).all()  # nobody beats the oracle
+
+
+def _legend_outside_the_panels(fig) -> bool:
+    fig.canvas.draw()
+    legend = next(ax.get_legend() for ax in fig.axes if ax.get_legend() is not None).get_window_extent()
+    return not any(legend.overlaps(ax.get_window_extent()) for ax in fig.axes)
+
+
+def test_convergence_title_names_the_session_and_legend_is_outside(tmp_path):
+    data = plot_convergence(_bandit(), "automaton", [0.1, 0.3], tmp_path / "convergence.png", seed=4)
+    fig = draw_convergence(data)
+    title = fig.get_suptitle()
+    assert "one session over all categories" in title and "seed 4" in title and "300 requests" in title
+    assert _legend_outside_the_panels(fig)
+
+
+def test_reward_plot_says_which_stream_and_marks_pool_changes(tmp_path):
+    drift = Drift(40, "best", quality_delta=-0.5)
+    result = simulate(_bandit(120), ["ucb"], sessions="none", seeds=3, drift=drift, add_at={"other": 60},
+                      remove_at={"weak": 90})
+    curves = plot_rewards(result, tmp_path / "rewards.png")
+    assert curves.events == {40: ["drift best@40:quality_delta=-0.5"], 60: ["add other@60"], 90: ["remove weak@90"]}
+    fig = draw_rewards(result, curves)
+    assert "first of the 3 seeded streams" in fig.get_suptitle() and "average all 3" in fig.get_suptitle()
+    for ax in fig.axes:
+        marked = sorted(line.get_xdata()[0] for line in ax.get_lines() if len(set(line.get_xdata())) == 1)
+        assert marked == [40, 60, 90]
+    legend = [text.get_text() for text in fig.axes[1].get_legend().get_texts()]
+    assert {"1: drift best@40:quality_delta=-0.5", "2: add other@60", "3: remove weak@90"} <= set(legend)
+    assert _legend_outside_the_panels(fig)
+
+
+def test_reward_plot_of_one_stream_says_so(tmp_path):
+    result = simulate(_bandit(50), ["ucb"], sessions="none")
+    curves = plot_rewards(result, tmp_path / "rewards.png")
+    assert curves.events == {}
+    assert "only stream" in draw_rewards(result, curves).get_suptitle()

@@ -145,7 +145,7 @@ def test_feedback_on_an_unknown_decision_is_refused(store):
 
 
 def test_feedback_since_pages_in_order_with_the_decisions_fields(store):
-    decide(store, "a", context=np.array([1.0, 2.0]))
+    decide(store, "a", context=np.array([1.0, 2.0]), scores={"prior": {"small": 0.25, "large": 0.75}})
     decide(store, "b", model="small", learner_key=None)
     answer(store, "b", model="large", fallbacks=1)  # the fallback answered, so feedback is about it
     seqs = [
@@ -164,9 +164,32 @@ def test_feedback_since_pages_in_order_with_the_decisions_fields(store):
     a, b, again = first + rest
     np.testing.assert_array_equal(a.pop("context"), [1.0, 2.0])
     assert a == {"seq": seqs[0], "decision_id": "a", "reward": 1.0, "quality": 0.9, "payload": {"thumbs": "up"},
-                 "created_s": 10.0, "route": "default", "model": "small", "learner_key": "default"}
-    assert (b["model"], b["learner_key"], b["context"], b["payload"]) == ("large", None, None, None)
+                 "created_s": 10.0, "route": "default", "model": "small", "learner_key": "default",
+                 "prior": {"small": 0.25, "large": 0.75}}
+    assert (b["model"], b["learner_key"], b["context"], b["payload"], b["prior"]) == ("large", None, None, None, None)
     assert again["decision_id"] == "a" and again["payload"] == {"thumbs": "meh"}
+
+
+def test_a_decision_that_takes_one_feedback_refuses_a_second_even_from_two_threads_at_once(store):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from crossroads.serve.store import DuplicateFeedbackError
+
+    decide(store, "once")
+
+    def send(i: int):
+        try:
+            return store.add_feedback("once", reward=i / 10, quality=None, payload=None, created_s=1.0, once=True)
+        except DuplicateFeedbackError as error:
+            return error
+
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(send, range(8)))
+    stored = [r for r in results if isinstance(r, int)]
+    refused = [r for r in results if isinstance(r, DuplicateFeedbackError)]
+    assert len(stored) == 1 and len(refused) == 7 and {e.feedback_id for e in refused} == set(stored)
+    rows, _ = store.feedback_since(0)
+    assert [row["decision_id"] for row in rows].count("once") == 1
 
 
 def test_feedback_since_holds_rows_back_behind_a_gap_until_it_fills_or_times_out(store, store_url):

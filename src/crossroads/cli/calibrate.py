@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from crossroads.cli.common import add_data_options, embed, load_data, step_progress
+from crossroads.cli.common import add_data_options, at_least, checked_specs, embed, load_data, step_progress
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -25,7 +25,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="target share of strong-model calls, e.g. 0.3 for 30%%")
     parser.add_argument("--strong", help="strong model (default for 2 models: the better one)")
     parser.add_argument("--weak", help="weak model")
-    parser.add_argument("--cv", type=int, default=5, metavar="K", help="folds when cross-validating --router (default 5)")
+    parser.add_argument("--cv", type=at_least(2), default=5, metavar="K",
+                        help="folds when cross-validating --router, K >= 2 (default 5)")
     parser.set_defaults(func=run)
 
 
@@ -41,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
 
     if not 0.0 <= args.strong_share <= 1.0:
         raise CrossroadsError(f"--strong-share {args.strong_share}: give a fraction in [0, 1], e.g. 0.3 for 30%")
-    spec = ROUTERS.spec(args.router) if args.router else None
+    spec = checked_specs(ROUTERS, [args.router])[0] if args.router else None
     dataset = load_data(args.dataset, args.models)
     pair = default_pair(dataset, args.strong, args.weak)
     if pair is None:
@@ -69,5 +70,10 @@ def run(args: argparse.Namespace) -> int:
     console.print(f"threshold for {100 * args.strong_share:.1f}% strong calls: {threshold:.5f} "
                   f"(achieved {100 * achieved:.1f}% on the calibration set)")
     console.print(f"RouteLLM model name: router-{name}-{threshold:.5f}")
+    router_file = args.router_file or f"{name}.npz (train it with `crossroads train --router {args.router}`)"
+    console.print("to serve it, put this in the server's config and request that model name:\n"
+                  f"  routellm: {{strong: {strong}, weak: {weak}, routers: {{{name}: {router_file}}}}}\n"
+                  "the threshold belongs to this router file and this calibration set: calibrate again after "
+                  "retraining the router or when your traffic changes", highlight=False)
     return 0
 

@@ -18,6 +18,7 @@ def default_dataset() -> str:
 
 
 def add_data_options(parser: argparse.ArgumentParser, required: bool = False) -> None:
+    add_dataset_formats(parser)
     parser.add_argument("--dataset", "-d", action="append", required=required, metavar="FORMAT:PATH",
                         help=DATASET_HELP + ("" if required else f" (default: {default_dataset()})"))
     parser.add_argument("--models", metavar="A,B,...", help="restrict the pool to these models (comma-separated)")
@@ -26,10 +27,42 @@ def add_data_options(parser: argparse.ArgumentParser, required: bool = False) ->
     parser.add_argument("--no-cache", action="store_true", help="do not read or write the embedding cache")
 
 
+def add_dataset_formats(parser: argparse.ArgumentParser) -> None:
+    """List the dataset formats under the command's help, for its --dataset option."""
+    from crossroads.data.importers import known_formats
+
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.epilog = f"dataset formats (--dataset FORMAT:PATH[,option=value,...]):\n{known_formats()}"
+
+
+def at_least(minimum: int):
+    """An argparse type: a whole number >= ``minimum``."""
+    def number(text: str) -> int:
+        if not text.lstrip("-").isdigit() or int(text) < minimum:
+            raise argparse.ArgumentTypeError(f"{text!r}: give a whole number >= {minimum}")
+        return int(text)
+
+    return number
+
+
+def checked_specs(registry, texts: list[str]) -> list:
+    """The specs of ``registry`` (routers, learners) in ``texts``, each built once so that every option's
+    type and range is checked before any work starts."""
+    specs = [registry.spec(text) for text in texts]
+    for spec in specs:
+        registry.build(spec)
+    return specs
+
+
 def load_data(specs: list[str] | None, models: str | None):
     """The combined dataset of ``specs`` (default: RouteLLM MMLU), restricted to ``models``."""
     from crossroads.data.importers import load_datasets
+    from crossroads.errors import CrossroadsError
 
+    if not specs and not (shared_data_dir() / "routellm" / "mmlu").is_dir():
+        raise CrossroadsError(f"the default dataset, RouteLLM's MMLU outcomes, is not at {shared_data_dir().resolve()}: "
+                              "set CROSSROADS_DATA to the shared data directory (the one holding routellm/), "
+                              "or name a dataset with --dataset FORMAT:PATH")
     dataset = load_datasets(specs or [default_dataset()], progress=True)
     if models:
         dataset = dataset.select_models([name.strip() for name in models.split(",") if name.strip()])

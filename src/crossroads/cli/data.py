@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import math
 from collections import Counter
 
@@ -46,6 +47,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     info.add_argument("--dataset", "-d", action="append", required=True, metavar="FORMAT:PATH", help=DATASET_HELP)
+    info.add_argument("--json", action="store_true",
+                      help="print the summary as JSON instead of tables: queries, categories, sources and per model "
+                      "mean_quality, mean_cost_usd, missing_share, cost_estimated and prices (null where unknown)")
     info.set_defaults(func=run_info)
 
 
@@ -63,21 +67,63 @@ def run_convert(args: argparse.Namespace) -> int:
 
 
 def run_info(args: argparse.Namespace) -> int:
-    """Load ``args.dataset`` and print its summary."""
-    from rich.console import Console
-
+    """Load ``args.dataset`` and print its summary, as tables or (``--json``) as JSON."""
     from crossroads.data.importers import load_datasets
 
     dataset = load_datasets(args.dataset, progress=True)
-    console = Console()
-    console.print(summary_table(dataset))
-    console.print(sources_table(dataset))
+    if args.json:
+        print(json.dumps(summary(dataset), indent=1))
+    else:
+        print_whole(summary_table(dataset))
+        print_whole(sources_table(dataset))
     return 0
 
 
-def summary_table(dataset):
-    """A rich table with one line per model of ``dataset``."""
+def summary(dataset) -> dict:
+    """What ``data info`` reports, as plain JSON values: counts, per-model means and sources."""
+    return {
+        "queries": dataset.n_queries,
+        "categories": len(set(dataset.categories)),
+        "models": model_summaries(dataset),
+        "sources": source_counts(dataset),
+    }
+
+
+def model_summaries(dataset) -> list[dict]:
+    """Per model: mean quality and cost (US$ per query) over recorded outcomes, share missing and prices.
+
+    Values are plain floats and booleans, None where unknown, so the rows print as JSON as they are.
+    """
     import numpy as np
+
+    rows = []
+    for j, model in enumerate(dataset.models):
+        quality, cost = dataset.quality[:, j], dataset.cost_usd[:, j]
+        rows.append({
+            "name": model.name,
+            "mean_quality": _mean(quality),
+            "mean_cost_usd": _mean(cost),
+            "missing_share": float(np.isnan(quality).mean()) if len(quality) else None,
+            "cost_estimated": bool(dataset.cost_estimated[j]),
+            "price_per_mtok_in": _known(model.price_per_mtok_in),
+            "price_per_mtok_out": _known(model.price_per_mtok_out),
+        })
+    return rows
+
+
+def source_counts(dataset) -> list[dict]:
+    """Per dataset format: how many files and queries came from it."""
+    queries: Counter[str] = Counter()
+    files: dict[str, set[str]] = {}
+    for source in dataset.sources:
+        fmt, _, file = source.partition("/")
+        queries[fmt] += 1
+        files.setdefault(fmt, set()).add(file)
+    return [{"format": fmt, "files": len(files[fmt]), "queries": count} for fmt, count in queries.items()]
+
+
+def summary_table(dataset):
+    """A rich table with one line per model of ``dataset``; model names are never wrapped."""
     from rich.table import Table
 
     n_categories = len(set(dataset.categories))
@@ -88,21 +134,19 @@ def summary_table(dataset):
         title_justify="left",
         caption_justify="left",
     )
-    table.add_column("model", overflow="fold", ratio=3)
+    table.add_column("model", no_wrap=True)
     for header in ("quality", "cost_usd", "missing"):
         table.add_column(header, justify="right", no_wrap=True)
     table.add_column("cost", no_wrap=True)
     table.add_column("price", justify="right", no_wrap=True)
-    for j, model in enumerate(dataset.models):
-        quality = dataset.quality[:, j]
-        cost = dataset.cost_usd[:, j]
+    for row in model_summaries(dataset):
         table.add_row(
-            model.name,
-            _mean(quality, "{:.3f}"),
-            _mean(cost, "{:.2e}"),
-            f"{np.isnan(quality).mean():.2%}" if len(quality) else "-",
-            "estimated" if dataset.cost_estimated[j] else "recorded",
-            f"{_price(model.price_per_mtok_in)}/{_price(model.price_per_mtok_out)}",
+            row["name"],
+            _shown(row["mean_quality"], "{:.3f}"),
+            _shown(row["mean_cost_usd"], "{:.2e}"),
+            _shown(row["missing_share"], "{:.2%}"),
+            "estimated" if row["cost_estimated"] else "recorded",
+            f"{_shown(row['price_per_mtok_in'], '{:g}')}/{_shown(row['price_per_mtok_out'], '{:g}')}",
         )
     return table
 
@@ -111,22 +155,51 @@ def sources_table(dataset):
     """A rich table of query counts per format, with how many files each came from."""
     from rich.table import Table
 
-    queries: Counter[str] = Counter()
-    files: dict[str, set[str]] = {}
-    for source in dataset.sources:
-        fmt, _, file = source.partition("/")
-        queries[fmt] += 1
-        files.setdefault(fmt, set()).add(file)
     table = Table("format", "files", "queries", title="sources", title_justify="left")
-    for fmt, count in queries.items():
-        table.add_row(fmt, str(len(files[fmt])), f"{count:,}")
+    for row in source_counts(dataset):
+        table.add_row(row["format"], str(row["files"]), f"{row['queries']:,}")
     return table
 
 
-def _mean(values, template: str) -> str:
-    present = values[values == values]  # drop NaN
-    return template.format(present.mean()) if len(present) else "-"
+def print_whole(table) -> None:
+    """Print a rich ``table`` without cutting or breaking a word, however narrow the terminal.
+
+    Rich fits a wide table to the terminal by cutting cells.  Here, when a table does
+    not fit, each column gets a fixed width: its longest cell, and its heading's
+    longest word (the whole heading for a ``no_wrap`` column such as names), so
+    headings wrap between words and nothing else wraps.  If that is still wider than
+    the terminal, the borders go, and then the lines run past the terminal's edge.
+    """
+    from rich.console import Console
+
+    console = Console()
+    if _width(console, table) > console.width:
+        for column in table.columns:
+            heading = str(column.header)
+            column.width = max([len(heading) if column.no_wrap else max(map(len, heading.split()), default=0),
+                                *(len(str(cell)) for cell in column.cells)])
+        if _width(console, table) > console.width:
+            table.box = None
+    Console(width=max(console.width, _width(console, table))).print(table)
 
 
-def _price(value: float | None) -> str:
-    return "-" if value is None or math.isnan(value) else f"{value:g}"
+def _width(console, table) -> int:
+    """The columns ``table`` takes with every cell and heading on one line (or at its fixed widths)."""
+    from rich.measure import Measurement
+
+    return Measurement.get(console, console.options.update_width(10_000), table).maximum
+
+
+def _mean(values) -> float | None:
+    import numpy as np
+
+    present = values[~np.isnan(values)]
+    return float(present.mean()) if len(present) else None
+
+
+def _known(value: float | None) -> float | None:
+    return None if value is None or math.isnan(value) else float(value)
+
+
+def _shown(value: float | None, template: str) -> str:
+    return "-" if value is None else template.format(value)

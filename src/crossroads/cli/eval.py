@@ -7,7 +7,7 @@ import json
 import math
 from pathlib import Path
 
-from crossroads.cli.common import add_data_options, embed, load_data, step_progress
+from crossroads.cli.common import add_data_options, at_least, checked_specs, embed, load_data, step_progress
 
 DEFAULT_ROUTERS = ["sw_ranking", "mf", "knn", "mlp", "ridge", "ensemble", "gbt", "ensemble:members=knn+ridge+gbt"]
 #: Printed tables: (title, [(metric key, column heading, shown as a percentage)]).
@@ -34,7 +34,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--router", "-r", action="append", metavar="NAME[:k=v,...]",
                         help=f"router to evaluate, repeatable (default: {', '.join(DEFAULT_ROUTERS)}); "
                         "options after a colon, e.g. knn:k=100")
-    parser.add_argument("--cv", type=int, default=5, metavar="K", help="K-fold cross-validation by query (default 5)")
+    parser.add_argument("--cv", type=at_least(2), default=5, metavar="K",
+                        help="K-fold cross-validation by query, K >= 2 (default 5)")
     parser.add_argument("--train", action="append", metavar="FORMAT:PATH", help="train on this dataset (repeatable)")
     parser.add_argument("--test", action="append", metavar="FORMAT:PATH",
                         help="score on this dataset instead of cross-validating (repeatable; needs --train)")
@@ -59,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
     from crossroads.evaluate.plots import plot_evaluation
     from crossroads.routers import ROUTERS
 
-    specs = [ROUTERS.spec(text) for text in (args.router or DEFAULT_ROUTERS)]  # mistakes fail before any work
+    specs = checked_specs(ROUTERS, args.router or DEFAULT_ROUTERS)
     if bool(args.train) != bool(args.test):
         raise CrossroadsError("--train and --test go together; or use --dataset with --cv K")
     if args.train and args.dataset:
@@ -92,6 +93,8 @@ def run(args: argparse.Namespace) -> int:
         picked[np.random.default_rng(args.seed).choice(test[0].n_queries, args.probes, replace=False)] = True
         probes = (test[0].subset(picked), test[1][picked])
         test = (test[0].subset(~picked), test[1][~picked])
+    if not args.test and args.cv > train.n_queries:
+        raise CrossroadsError(f"--cv {args.cv}: the dataset has {train.n_queries} queries; give K <= {train.n_queries}")
     train_emb, embedder_name = embed(train.prompts, args.embedder, cache)
     pair = default_pair(test[0] if test else train, args.strong, args.weak)
 

@@ -8,7 +8,7 @@ import sys
 from crossroads import __version__
 from crossroads.errors import CrossroadsError
 
-COMMANDS = ("data", "train", "eval", "calibrate", "route", "simulate", "serve")
+COMMANDS = ("data", "train", "eval", "calibrate", "route", "simulate", "serve", "config")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -18,8 +18,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--router-file this uses the pretrained default router, which places any model by its price and tier.",
     )
     parser.add_argument("prompt", help="the prompt to route")
-    parser.add_argument("--pool", default=DEFAULT_POOL, metavar="MODEL[:price=IN/OUT,tier=T][;MODEL...]",
-                        help="the candidate models, ';'-separated: catalogue names (gpt-4o, claude-3-haiku-20240307, "
+    parser.add_argument("--pool", metavar="MODEL[:price=IN/OUT,tier=T][;MODEL...]",
+                        help="the candidate models, ';'-separated (plain names may be ','-separated): catalogue names "
+                        "(gpt-4o, claude-3-haiku-20240307, "
                         "...) or any model described by price (US$ per million tokens, IN/OUT) and tier "
                         f"(small, medium, large, frontier), e.g. 'mine:price=0.2,tier=small' (default: {DEFAULT_POOL})")
     parser.add_argument("--strong", help="a strong/weak pair instead of --pool: the strong model")
@@ -67,8 +68,13 @@ def _pool_text(args: argparse.Namespace) -> str:
     if args.strong or args.weak:
         if not (args.strong and args.weak):
             raise CrossroadsError("give both --strong and --weak, or use --pool")
+        if args.pool:
+            raise CrossroadsError("give --pool or --strong/--weak, not both (a pair is a pool of two)")
         return f"{args.strong};{args.weak}"
-    return args.pool
+    pool = args.pool or DEFAULT_POOL
+    if ";" not in pool and ":" not in pool:  # names alone: commas separate them as well, as --models takes them
+        pool = pool.replace(",", ";")
+    return pool
 
 
 def _print(decision) -> None:

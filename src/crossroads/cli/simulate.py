@@ -7,22 +7,23 @@ import json
 import math
 from pathlib import Path
 
-from crossroads.cli.common import add_data_options, embed, load_data
+from crossroads.cli.common import add_data_options, checked_specs, embed, load_data
 from crossroads.errors import CrossroadsError
 
 #: The outcome changes a --drift may name (the fields of crossroads.evaluate.simulate.Drift).
 DRIFT_FIELDS = ("quality_delta", "cost_factor", "latency_factor")
 
 DEFAULT_LEARNERS = ["automaton", "qlearning", "ucb", "thompson"]
-#: Printed columns: (metric key, heading, shown as a percentage).
+#: Printed columns: (metric key, heading, shown as "number", "count" or "percent"); headings name the
+#: baseline each one is measured against, and the table's caption says how (crossroads.evaluate.simulate).
 COLUMNS = [
-    ("mean_reward", "mean reward", False),
-    ("regret_vs_best_fixed", "regret vs best fixed", False),
-    ("regret_vs_oracle", "regret vs oracle", False),
-    ("convergence_step", "converged at", False),
-    ("quality_retained", "quality kept", True),
-    ("cost_reduction_vs_most_expensive", "cost saved", True),
-    ("latency_reduction_vs_random", "latency saved vs random", True),
+    ("mean_reward", "mean reward", "number"),
+    ("regret_vs_best_fixed", "regret vs best fixed", "number"),
+    ("regret_vs_oracle", "regret vs oracle", "number"),
+    ("convergence_step", "converged after (selections)", "count"),
+    ("quality_retained", "quality kept vs most expensive", "percent"),
+    ("cost_reduction_vs_most_expensive", "cost saved vs most expensive", "percent"),
+    ("latency_reduction_vs_random", "latency saved vs random", "percent"),
 ]
 
 
@@ -33,7 +34,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Shuffle the dataset's queries into a stream; at each request every learner picks a model, "
         "earns the objective's reward of that model's recorded outcome and learns from it. Baselines: random "
         "(expected), best fixed model in hindsight, most expensive model and the per-query oracle. Metrics are "
-        "averaged over --seeds streams. Writes OUT/metrics.json and OUT/rewards.png (cumulative reward and regret).",
+        "averaged over --seeds streams. Writes OUT/metrics.json, OUT/rewards.png (cumulative reward and regret "
+        "on the first stream, with drift, --add and --remove steps marked) and, when an automaton or qlearning "
+        "learner is simulated, OUT/convergence.png (each model's selection probability for each of "
+        "--learning-rates, one session over all categories).",
     )
     add_data_options(parser)
     parser.add_argument("--learner", "-l", action="append", metavar="NAME[:k=v,...]",
@@ -76,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
     from crossroads.online import LEARNERS
 
     # everything the user typed is checked before any loading
-    specs = [LEARNERS.spec(text) for text in (args.learner or DEFAULT_LEARNERS)]
+    specs = checked_specs(LEARNERS, args.learner or DEFAULT_LEARNERS)
     objective = parse_objective(args.objective)
     reward = objective if args.reward == "linear" else make_reward(objective, form="pickllm", t_scaling=args.t_scaling)
     drifts = [_drift(text) for text in args.drift or []]
@@ -170,21 +174,42 @@ def _rates(text: str) -> list[float]:
 
 
 def print_table(result) -> None:
-    from rich.console import Console
+    """Print the metrics of every learner and baseline, whole names first, with what each column is measured by."""
     from rich.table import Table
+
+    from crossroads.cli.data import print_whole
 
     setup = result.setup
     table = Table(title=f"{setup['queries']} requests x {setup['seeds']} seeds, {len(setup['models'])} models, "
-                  f"objective {setup['objective']}, sessions by {setup['sessions']} (mean over seeds)")
-    table.add_column("learner / baseline")
+                  f"objective {setup['objective']}, sessions by {setup['sessions']} (mean over seeds)",
+                  caption=_caption(result), title_justify="left", caption_justify="left")
+    table.add_column("learner / baseline", no_wrap=True)
     for _, heading, _ in COLUMNS:
-        table.add_column(heading, justify="right")
+        table.add_column(heading, justify="right", no_wrap=False)
     for entry in result.entries:
-        table.add_row(entry.name, *(_cell(entry.metrics.get(key), pct) for key, _, pct in COLUMNS))
-    Console(width=max(Console().width, 120)).print(table)
+        table.add_row(entry.name, *(_cell(entry.metrics.get(key), shown) for key, _, shown in COLUMNS))
+    print_whole(table)
 
 
-def _cell(value, percent: bool) -> str:
+def _caption(result) -> str:
+    """What the table's relative columns divide by, naming the most expensive model."""
+    return (f"quality kept = mean quality / most_expensive's ({_most_expensive_model(result)} on the first "
+            "stream); cost saved = 1 - total cost / most_expensive's; latency saved = 1 - mean latency / random's; "
+            "converged after: selections a session had made when its learner converged, mean over the sessions "
+            "that did (- if none did); regret: the baseline's cumulative reward minus the entry's.")
+
+
+def _most_expensive_model(result) -> str:
+    import numpy as np
+
+    trace = result["most_expensive"].model_trace
+    chosen = trace[trace >= 0]
+    return result.setup["models"][int(np.bincount(chosen).argmax())] if chosen.size else "-"
+
+
+def _cell(value, shown: str) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "-"
-    return f"{100 * value:.1f}%" if percent else f"{value:.3f}"
+    if shown == "percent":
+        return f"{100 * value:.1f}%"
+    return f"{value:.0f}" if shown == "count" else f"{value:.3f}"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from crossroads.cli.common import DATASET_HELP, add_data_options, embed, load_data
+from crossroads.cli.common import DATASET_HELP, add_data_options, checked_specs, embed, load_data
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -20,8 +20,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--exclude-questions", action="append", metavar="FORMAT:PATH",
                         help="drop training queries whose question appears in this dataset (normalised text; "
                         "repeatable), to keep a benchmark unseen. " + DATASET_HELP.split(",", 1)[0])
-    parser.add_argument("--out", "-o", required=True, metavar="FILE.npz", help="where to save the fitted router")
+    parser.add_argument("--out", "-o", required=True, type=router_file, metavar="FILE.npz",
+                        help="where to save the fitted router (FILE.json beside it records its provenance)")
     parser.set_defaults(func=run)
+
+
+def router_file(text: str) -> str:
+    """An argparse type: a path ending in .npz (the format a router is saved in)."""
+    if not text.endswith(".npz"):
+        raise argparse.ArgumentTypeError(f"{text!r}: a router file ends in .npz, e.g. {text.rsplit('.', 1)[0]}.npz "
+                                         "(its provenance goes to the .json of the same name)")
+    return text
 
 
 def run(args: argparse.Namespace) -> int:
@@ -31,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
     from crossroads.routers import ROUTERS
     from crossroads.routers.provenance import write_provenance
 
-    spec = ROUTERS.spec(args.router)
+    (spec,) = checked_specs(ROUTERS, [args.router])
     router = ROUTERS.build(spec)
     dataset = load_data(args.dataset, args.models)
     removed = 0

@@ -211,6 +211,7 @@ def _pool_field(item: str, key: str, value: str) -> dict:
     except ValueError:
         raise CrossroadsError(
             f"pool entry {item!r}: {key}={value!r} is not valid (price=IN/OUT in US$ per million tokens, size=B)"
+            + ("; separate models with ';'" if "," in value else "")
         ) from None
     raise CrossroadsError(f"pool entry {item!r}: unknown field {key!r}; use price, tier, size, instruct or specialty")
 

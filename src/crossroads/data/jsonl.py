@@ -172,7 +172,9 @@ def _loads(path: Path, text: str, number: int) -> object:
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:
-        raise DataFormatError(path, "one JSON object per line", row=number, found=exc.msg) from None
+        raise DataFormatError(path, "one JSON object per line", row=number,
+                              found=f"invalid JSON ({exc.msg.removesuffix(' at')} at column {exc.colno}: "
+                                    f"{text[max(0, exc.pos - 20):exc.pos + 20]!r})") from None
 
 
 def _header(path: Path, header: object) -> dict:

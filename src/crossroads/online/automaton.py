@@ -6,7 +6,8 @@ from typing import Any
 
 import numpy as np
 
-from crossroads.online.base import Learner, _check_bool, _check_fraction
+from crossroads.checks import check_bool, check_fraction
+from crossroads.online.base import Learner
 
 
 class LearningAutomaton(Learner):
@@ -42,9 +43,9 @@ class LearningAutomaton(Learner):
     def __init__(
         self, learning_rate: float = 0.05, threshold: float = 0.95, sticky: bool = True, seed: int | None = None
     ):
-        _check_fraction(learning_rate, "learning_rate", low_open=True)
-        _check_fraction(threshold, "threshold", low_open=True)
-        _check_bool(sticky, "sticky")
+        check_fraction(learning_rate, "learning_rate", low_open=True)
+        check_fraction(threshold, "threshold", low_open=True)
+        check_bool(sticky, "sticky")
         self.learning_rate = learning_rate
         self.threshold = threshold
         self.sticky = sticky

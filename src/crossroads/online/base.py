@@ -21,12 +21,13 @@ import inspect
 import math
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import numpy as np
 
+from crossroads.checks import check_fraction
 from crossroads.errors import CrossroadsError, UnknownModelError
 
 STATE_VERSION = 1
@@ -40,7 +41,7 @@ class Decision:
     ``candidates`` (the propensity that off-policy evaluation needs); it is exact for
     every learner except the Thompson samplers, which estimate it (see their docs).
     ``scores`` are the per-candidate values the policy compared, when it compared any.
-    ``context`` is kept so that ``update(decision, reward)`` needs no second copy.
+    ``context`` and ``prior`` are kept so that ``update(decision, reward)`` needs no second copy.
     """
 
     model: str
@@ -51,6 +52,7 @@ class Decision:
     step: int = 0
     converged: bool = False
     context: np.ndarray | None = field(default=None, repr=False, compare=False)
+    prior: dict[str, float] | None = field(default=None, repr=False, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able record of the decision (without the context vector)."""
@@ -77,6 +79,9 @@ class Learner(ABC):
     contextual: ClassVar[bool] = False
     #: Rewards outside this interval are rejected; None accepts any finite reward.
     reward_range: ClassVar[tuple[float, float] | None] = (0.0, 1.0)
+    #: True for learners that start each decision from a prior: the reward the caller
+    #: expects of each candidate (an offline router's prediction), passed as ``prior``.
+    takes_prior: ClassVar[bool] = False
     #: Learners with a convergence rule set this from their ``sticky`` argument.
     sticky: bool = False
 
@@ -93,6 +98,7 @@ class Learner(ABC):
         self.converged_step_: int | None = None
         self.rng_ = np.random.default_rng(seed)
         self._lock = threading.RLock()
+        self._call_prior: dict[str, float] | None = None  # the prior of the call in progress (under the lock)
 
     # -- public API -------------------------------------------------------------
     @property
@@ -111,18 +117,22 @@ class Learner(ABC):
         return self.converged_step_
 
     def select(
-        self, candidates: Sequence[str], context: np.ndarray | None = None, rng: np.random.Generator | None = None
+        self, candidates: Sequence[str], context: np.ndarray | None = None, rng: np.random.Generator | None = None,
+        prior: Mapping[str, float] | None = None,
     ) -> Decision:
         """Choose one of ``candidates``; models never seen before join the pool first.
 
         ``context`` is the prompt embedding (required by contextual learners, ignored by
         the others).  ``rng`` replaces the learner's own random generator for this call.
+        ``prior`` (learners with ``takes_prior``) is the reward expected of each candidate.
         Once a sticky learner has converged, it returns its model with probability 1
         whenever that model is among the candidates.
         """
         candidates = _check_candidates(candidates)
+        prior = self._check_prior(prior)
         with self._lock:
             x = self._check_context(context)
+            self._call_prior = prior
             for model in candidates:
                 if model not in self.arms_:
                     self._add(model)
@@ -143,27 +153,33 @@ class Learner(ABC):
             step=step,
             converged=converged,
             context=None if context is None else np.array(context, dtype=np.float64),
+            prior=prior,
         )
 
-    def update(self, decision: Decision | str, reward: float, context: np.ndarray | None = None) -> None:
+    def update(self, decision: Decision | str, reward: float, context: np.ndarray | None = None,
+               prior: Mapping[str, float] | None = None) -> None:
         """Learn that the model of ``decision`` (or the named model) earned ``reward``.
 
-        Contextual learners take the context from the decision unless ``context`` is given.
+        Contextual learners take the context, and learners that take priors the prior, from
+        the decision unless ``context`` or ``prior`` is given.
         """
         if isinstance(decision, Decision):
             if decision.learner != self.name:
                 raise CrossroadsError(f"this decision was made by the {decision.learner} learner, not by {self.name}")
             model = decision.model
             context = decision.context if context is None else context
+            prior = decision.prior if prior is None else prior
         elif isinstance(decision, str):
             model = decision
         else:
             raise CrossroadsError(f"update() takes a Decision or a model name, got {type(decision).__name__}")
         reward = self._check_reward(reward)
+        prior = self._check_prior(prior)
         with self._lock:
             if model not in self.arms_:
                 raise UnknownModelError(model, list(self.arms_))
             x = self._check_context(context)
+            self._call_prior = prior
             self._update(model, reward, x)
             self.arms_[model]["pulls"] += 1
             self.updates_ += 1
@@ -273,6 +289,21 @@ class Learner(ABC):
         arm["pulls"] = 0
         self.arms_[model] = arm
 
+    def _check_prior(self, prior: Mapping[str, float] | None) -> dict[str, float] | None:
+        if prior is None:
+            return None
+        if not self.takes_prior:
+            raise CrossroadsError(f"the {self.name} learner does not start from a prior; linucb and lints do")
+        if not isinstance(prior, Mapping) or not prior:
+            raise CrossroadsError(f"a prior maps each candidate model to its expected reward, got {prior!r}")
+        checked = {}
+        for model, value in prior.items():
+            if not isinstance(model, str) or isinstance(value, bool) or not isinstance(value, (int, float, np.floating)) \
+                    or not math.isfinite(value):
+                raise CrossroadsError(f"prior entries must be model name -> finite number, got {model!r}: {value!r}")
+            checked[model] = float(value)
+        return checked
+
     def _check_reward(self, reward: float) -> float:
         try:
             reward = float(reward)
@@ -311,7 +342,7 @@ class CountingLearner(Learner):
     """
 
     def __init__(self, discount: float = 1.0, window: int | None = None, seed: int | None = None):
-        _check_fraction(discount, "discount", low_open=True)
+        check_fraction(discount, "discount", low_open=True)
         if window is not None and (not isinstance(window, int) or isinstance(window, bool) or window < 1):
             raise CrossroadsError(f"window must be a positive number of rewards or None, got {window!r}")
         if window is not None and discount < 1.0:
@@ -372,25 +403,6 @@ def _check_candidates(candidates: Sequence[str]) -> list[str]:
     if len(set(candidates)) != len(candidates):
         raise CrossroadsError(f"candidate models are repeated: {candidates}")
     return candidates
-
-
-def _check_fraction(value: float, name: str, low_open: bool = False) -> None:
-    """``value`` in [0, 1] (or (0, 1] with ``low_open``), with a message naming the argument."""
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    if not ok or value > 1 or value < 0 or (low_open and value == 0):
-        interval = "(0, 1]" if low_open else "[0, 1]"
-        raise CrossroadsError(f"{name} must be a number in {interval}, got {value!r}")
-
-
-def _check_bool(value: object, name: str) -> None:
-    if not isinstance(value, bool):
-        raise CrossroadsError(f"{name} must be True or False, got {value!r}")
-
-
-def _check_positive(value: float, name: str, allow_zero: bool = False) -> None:
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    if not ok or value < 0 or (value == 0 and not allow_zero):
-        raise CrossroadsError(f"{name} must be a {'non-negative' if allow_zero else 'positive'} number, got {value!r}")
 
 
 def _encode(value: Any) -> Any:

@@ -8,14 +8,9 @@ from typing import Any
 
 import numpy as np
 
+from crossroads.checks import check_bool, check_fraction, check_positive
 from crossroads.errors import CrossroadsError
-from crossroads.online.base import (
-    Learner,
-    _check_bool,
-    _check_fraction,
-    _check_positive,
-    argmax_ties,
-)
+from crossroads.online.base import Learner, argmax_ties
 
 #: A prior predicted quality: fixed per model, or per query from the prompt embedding.
 Prior = Mapping[str, float] | Callable[[np.ndarray], Mapping[str, float]]
@@ -39,7 +34,9 @@ class LinUCB(Learner):
     every score and the regressions learn the residual ``reward - prior``; ridge
     shrinks the residual towards 0, so the learner follows the prior until its own
     observations say otherwise.  Models the prior does not name get the mean of the
-    values it gives.
+    values it gives.  A prior can also come with each call (``select(..., prior=)`` and
+    ``update(..., prior=)``, or through the decision): the server's routes that put a
+    learner on top of a router pass the router's expected reward for each request this way.
 
     **Drift.** With ``discount`` gamma < 1 every model's statistics are multiplied by
     gamma at each reward (discounted LinUCB, Russac et al. 2019), so uncertainty grows
@@ -61,6 +58,7 @@ class LinUCB(Learner):
     name = "linucb"
     contextual = True
     reward_range = None
+    takes_prior = True
 
     def __init__(
         self,
@@ -70,10 +68,10 @@ class LinUCB(Learner):
         discount: float = 1.0,
         seed: int | None = None,
     ):
-        _check_positive(exploration, "exploration", allow_zero=True)
-        _check_positive(ridge, "ridge")
-        _check_fraction(discount, "discount", low_open=True)
-        _check_bool(fit_intercept, "fit_intercept")
+        check_positive(exploration, "exploration", allow_zero=True)
+        check_positive(ridge, "ridge")
+        check_fraction(discount, "discount", low_open=True)
+        check_bool(fit_intercept, "fit_intercept")
         self.exploration = exploration
         self.ridge = ridge
         self.fit_intercept = fit_intercept
@@ -92,7 +90,7 @@ class LinUCB(Learner):
         mapping is saved with the state; a function or router is not, so pass it again
         to :meth:`from_state`.
         """
-        _check_positive(weight, "weight", allow_zero=True)
+        check_positive(weight, "weight", allow_zero=True)
         with self._lock:
             if self.updates_:
                 raise CrossroadsError(
@@ -226,7 +224,9 @@ class LinUCB(Learner):
         return mean, std
 
     def _prior_values(self, models: list[str], x: np.ndarray) -> list[float]:
-        if self._prior_fn is not None:
+        if self._call_prior is not None:  # given with this call: it wins over a warm start
+            values = self._call_prior
+        elif self._prior_fn is not None:
             values = _check_prior_values(self._prior_fn(x))
         elif self.stats_["prior"] is not None:
             values = self.stats_["prior"]

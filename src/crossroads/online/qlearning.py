@@ -7,8 +7,9 @@ from typing import Any
 
 import numpy as np
 
+from crossroads.checks import check_bool, check_fraction
 from crossroads.errors import CrossroadsError
-from crossroads.online.base import Learner, _check_bool, _check_fraction
+from crossroads.online.base import Learner
 
 
 class QLearning(Learner):
@@ -53,15 +54,15 @@ class QLearning(Learner):
         seed: int | None = None,
     ):
         if step_size is not None:
-            _check_fraction(step_size, "step_size", low_open=True)
-        _check_fraction(epsilon, "epsilon")
-        _check_fraction(epsilon_decay, "epsilon_decay", low_open=True)
-        _check_fraction(epsilon_min, "epsilon_min")
+            check_fraction(step_size, "step_size", low_open=True)
+        check_fraction(epsilon, "epsilon")
+        check_fraction(epsilon_decay, "epsilon_decay", low_open=True)
+        check_fraction(epsilon_min, "epsilon_min")
         if isinstance(initial_q, bool) or not isinstance(initial_q, (int, float)) or not math.isfinite(initial_q):
             raise CrossroadsError(f"initial_q must be a finite number, got {initial_q!r}")
         if not isinstance(patience, int) or isinstance(patience, bool) or patience < 1:
             raise CrossroadsError(f"patience must be a positive number of selections, got {patience!r}")
-        _check_bool(sticky, "sticky")
+        check_bool(sticky, "sticky")
         self.step_size = step_size
         self.epsilon = epsilon
         self.epsilon_decay = epsilon_decay

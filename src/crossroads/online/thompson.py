@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from crossroads.checks import check_positive
 from crossroads.errors import CrossroadsError
-from crossroads.online.base import CountingLearner, _check_positive
+from crossroads.online.base import CountingLearner
 
 
 class ThompsonSampling(CountingLearner):
@@ -45,8 +46,8 @@ class ThompsonSampling(CountingLearner):
         propensity_draws: int = 100,
         seed: int | None = None,
     ):
-        _check_positive(prior_alpha, "prior_alpha")
-        _check_positive(prior_beta, "prior_beta")
+        check_positive(prior_alpha, "prior_alpha")
+        check_positive(prior_beta, "prior_beta")
         _check_draws(propensity_draws)
         self.prior_alpha = prior_alpha
         self.prior_beta = prior_beta

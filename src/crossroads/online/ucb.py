@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import math
 
-from crossroads.online.base import CountingLearner, _check_positive, argmax_ties
+from crossroads.checks import check_positive
+from crossroads.online.base import CountingLearner, argmax_ties
 
 
 class UCB(CountingLearner):
@@ -31,7 +32,7 @@ class UCB(CountingLearner):
     def __init__(
         self, exploration: float = 1.0, discount: float = 1.0, window: int | None = None, seed: int | None = None
     ):
-        _check_positive(exploration, "exploration", allow_zero=True)
+        check_positive(exploration, "exploration", allow_zero=True)
         self.exploration = exploration
         super().__init__(discount=discount, window=window, seed=seed)
 

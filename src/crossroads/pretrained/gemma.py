@@ -71,19 +71,21 @@ def verify_sha256(path: str | os.PathLike[str], expected: str) -> None:
         )
 
 
+def installed_file(package: str, relative: str, install_hint: str) -> Path:
+    """A data file of an installed package, found without importing (running) the package."""
+    spec = importlib.util.find_spec(package)
+    locations = list(spec.submodule_search_locations or []) if spec is not None else []
+    path = Path(locations[0]) / relative if locations else None
+    if path is None or not path.is_file():
+        raise LocalModelNotInstalled(
+            f"the local model's weights are not installed ({package} has no {relative}): run `{install_hint}`"
+        )
+    return path
+
+
 def _chunk_paths() -> list[Path]:
-    """The four chunk files, found without importing (running) the chunk packages."""
-    paths = []
-    for package, relative in _CHUNKS:
-        spec = importlib.util.find_spec(package)
-        locations = list(spec.submodule_search_locations or []) if spec is not None else []
-        path = Path(locations[0]) / relative if locations else None
-        if path is None or not path.is_file():
-            raise LocalModelNotInstalled(
-                f"the local model's weights are not installed ({package} has no {relative}): run `{INSTALL_HINT}`"
-            )
-        paths.append(path)
-    return paths
+    """The four chunk files of gemma's weights."""
+    return [installed_file(package, relative, INSTALL_HINT) for package, relative in _CHUNKS]
 
 
 def _join(chunks: list[Path], target: Path, expected: str) -> None:

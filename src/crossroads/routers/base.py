@@ -183,7 +183,8 @@ def read_router_file(path: str | Path) -> tuple[dict[str, Any], dict[str, np.nda
     """Header and arrays of a saved router, with a clear error for a wrong or corrupt file."""
     path = Path(path)
     if not path.is_file():
-        raise CrossroadsError(f"{path}: no such router file; train one with `crossroads calibrate` or Router.save()")
+        raise CrossroadsError(f"{path}: no such router file; train one with `crossroads train --router NAME --out "
+                              f"{path.stem}.npz`, or name `default` for the pretrained default router")
     try:
         with np.load(path, allow_pickle=False) as data:
             header = json.loads(str(data["__header__"]))

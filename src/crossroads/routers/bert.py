@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from crossroads.checks import check_count, check_positive
 from crossroads.data.dataset import RoutingDataset
 from crossroads.errors import CrossroadsError
 from crossroads.routers.base import Router
@@ -51,6 +52,11 @@ class BertRouter(Router):
 
     def __init__(self, base: str = MINILM, epochs: int = 2, batch_size: int = 32, learning_rate: float = 5e-5,
                  head_learning_rate: float = 1e-3, max_length: int = 128, quantize: bool = True, seed: int = 0):
+        check_count(epochs, "bert epochs")
+        check_count(batch_size, "bert batch_size")
+        check_positive(learning_rate, "bert learning_rate")
+        check_positive(head_learning_rate, "bert head_learning_rate")
+        check_count(max_length, "bert max_length", minimum=8)
         self.base = base
         self.epochs = epochs
         self.batch_size = batch_size

@@ -33,6 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
+from crossroads.checks import check_count, check_positive
 from crossroads.data.dataset import RoutingDataset
 from crossroads.errors import CrossroadsError
 from crossroads.paths import cache_dir
@@ -61,6 +62,11 @@ class CausalLLMRouter(Router):
 
     def __init__(self, base: str = GEMMA, epochs: int = 1, batch_size: int = 8, learning_rate: float = 2e-4,
                  lora_rank: int = 8, levels: int = 5, max_length: int = 192, seed: int = 0):
+        check_count(epochs, "causal_llm epochs")
+        check_count(batch_size, "causal_llm batch_size")
+        check_positive(learning_rate, "causal_llm learning_rate")
+        check_count(lora_rank, "causal_llm lora_rank", minimum=0)
+        check_count(max_length, "causal_llm max_length", minimum=8)
         if not 2 <= levels <= 9:
             raise CrossroadsError(f"causal_llm levels={levels}: give 2 to 9 quality levels (one digit label each)")
         self.base = base

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from crossroads.checks import check_count, check_fraction, check_positive
 from crossroads.data.dataset import RoutingDataset
 from crossroads.routers.base import Router
 from crossroads.routers.text_features import shape_features
@@ -42,6 +43,11 @@ class GBTRouter(Router):
     def __init__(self, max_iter: int = 300, learning_rate: float = 0.05, max_leaf_nodes: int = 15,
                  l2_regularization: float = 1.0, categories: bool = True, category_dropout: float = 0.25,
                  random_state: int = 0):
+        check_count(max_iter, "gbt max_iter")
+        check_positive(learning_rate, "gbt learning_rate")
+        check_count(max_leaf_nodes, "gbt max_leaf_nodes", minimum=2)
+        check_positive(l2_regularization, "gbt l2_regularization", allow_zero=True)
+        check_fraction(category_dropout, "gbt category_dropout")
         self.max_iter = max_iter
         self.learning_rate = learning_rate
         self.max_leaf_nodes = max_leaf_nodes

@@ -28,6 +28,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from crossroads.checks import check_count, check_positive
 from crossroads.data.dataset import ModelInfo, RoutingDataset
 from crossroads.data.descriptors import (
     FEATURE_GROUPS,
@@ -54,8 +55,11 @@ class IRTRouter(Router):
     def __init__(self, rank: int = 4, features: str = "price+tier", steps: int = 600,
                  learning_rate: float = 0.02, l2: float = 1e-3, residual_l2: float = 1e-3,
                  probe_prior: float = 1.0, seed: int = 0):
-        if rank < 0 or steps < 1 or learning_rate <= 0 or min(l2, residual_l2, probe_prior) < 0:
-            raise CrossroadsError("irt: need rank >= 0, steps >= 1, learning_rate > 0 and non-negative penalties")
+        check_count(rank, "irt rank", minimum=0)
+        check_count(steps, "irt steps")
+        check_positive(learning_rate, "irt learning_rate")
+        for name, penalty in (("l2", l2), ("residual_l2", residual_l2), ("probe_prior", probe_prior)):
+            check_positive(penalty, f"irt {name}", allow_zero=True)
         self.rank, self.features, self.steps = rank, features, steps
         self.learning_rate, self.l2, self.residual_l2, self.probe_prior, self.seed = (
             learning_rate, l2, residual_l2, probe_prior, seed)

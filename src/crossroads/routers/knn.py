@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from crossroads.checks import check_count, check_positive
 from crossroads.data.dataset import RoutingDataset
 from crossroads.routers.base import Router
 
@@ -28,6 +29,10 @@ class KNNRouter(Router):
     name = "knn"
 
     def __init__(self, k: int = 100, temperature: float = 0.0, prior_weight: float = 1.0, batch_size: int = 1024):
+        check_count(k, "knn k")
+        check_positive(temperature, "knn temperature", allow_zero=True)
+        check_positive(prior_weight, "knn prior_weight", allow_zero=True)
+        check_count(batch_size, "knn batch_size")
         self.k = k
         self.temperature = temperature
         self.prior_weight = prior_weight

@@ -29,6 +29,7 @@ import time
 
 import numpy as np
 
+from crossroads.checks import check_count, check_positive
 from crossroads.data.dataset import RoutingDataset
 from crossroads.errors import CrossroadsError
 from crossroads.routers.base import Router
@@ -90,6 +91,13 @@ class MatrixFactorizationRouter(Router):
     def __init__(self, dim: int = 128, num_epochs: int = 100, lr: float = 3e-4, weight_decay: float = 1e-5,
                  batch_size: int = 64, noise_alpha: float = 0.1, tie_weight: float = 1.0,
                  model_bias: bool = False, random_state: int = 42, verbose: bool | None = None):
+        check_count(dim, "mf dim")
+        check_count(num_epochs, "mf num_epochs")
+        check_positive(lr, "mf lr")
+        check_positive(weight_decay, "mf weight_decay", allow_zero=True)
+        check_count(batch_size, "mf batch_size")
+        check_positive(noise_alpha, "mf noise_alpha", allow_zero=True)
+        check_positive(tie_weight, "mf tie_weight", allow_zero=True)
         self.dim = dim
         self.num_epochs = num_epochs
         self.lr = lr

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from crossroads.checks import check_count, check_fraction, check_positive
 from crossroads.data.dataset import RoutingDataset
 from crossroads.routers.base import Router
 from crossroads.routers.optim import Adam
@@ -25,6 +26,13 @@ class MLPRouter(Router):
 
     def __init__(self, hidden: int = 128, epochs: int = 10, lr: float = 2e-3, weight_decay: float = 1e-4,
                  dropout: float = 0.2, batch_size: int = 256, min_steps: int = 500, random_state: int = 0):
+        check_count(hidden, "mlp hidden")
+        check_count(epochs, "mlp epochs")
+        check_positive(lr, "mlp lr")
+        check_positive(weight_decay, "mlp weight_decay", allow_zero=True)
+        check_fraction(dropout, "mlp dropout", high_open=True)
+        check_count(batch_size, "mlp batch_size")
+        check_count(min_steps, "mlp min_steps", minimum=0)
         self.hidden = hidden
         self.epochs = epochs
         self.lr = lr

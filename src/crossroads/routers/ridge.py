@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import sparse
 
+from crossroads.checks import check_count, check_positive
 from crossroads.data.dataset import RoutingDataset
 from crossroads.routers.base import Router
 from crossroads.routers.text_features import TfidfVocabulary, shape_features
@@ -22,6 +23,9 @@ class RidgeRouter(Router):
     reads_text = True
 
     def __init__(self, alpha: float = 10.0, min_df: int = 2, max_terms: int = 50_000):
+        check_positive(alpha, "ridge alpha")
+        check_count(min_df, "ridge min_df")
+        check_count(max_terms, "ridge max_terms")
         self.alpha = alpha
         self.min_df = min_df
         self.max_terms = max_terms

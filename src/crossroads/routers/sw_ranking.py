@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from crossroads.checks import check_count, check_positive
 from crossroads.data.dataset import RoutingDataset
 from crossroads.errors import CrossroadsError
 from crossroads.routers.base import Router
@@ -67,6 +68,13 @@ class SWRankingRouter(Router):
 
     def __init__(self, gamma: float = 10.0, top_k: int | None = None, tie_weight: float = 1.0,
                  l2: float = 1e-2, num_iters: int = 30, batch_size: int = 256):
+        check_positive(gamma, "sw_ranking gamma", allow_zero=True)
+        if top_k is not None:
+            check_count(top_k, "sw_ranking top_k")
+        check_positive(tie_weight, "sw_ranking tie_weight", allow_zero=True)
+        check_positive(l2, "sw_ranking l2", allow_zero=True)
+        check_count(num_iters, "sw_ranking num_iters")
+        check_count(batch_size, "sw_ranking batch_size")
         self.gamma = gamma
         self.top_k = top_k
         self.tie_weight = tie_weight

@@ -30,9 +30,11 @@ from crossroads.serve.config import ServeConfig, load_config
 from crossroads.serve.gateway import AllModelsFailed, Gateway
 from crossroads.serve.requests import BadRequest, parse_chat_request
 from crossroads.serve.routing import UnknownRoute
-from crossroads.serve.store import UnknownDecisionError
+from crossroads.serve.store import DuplicateFeedbackError, UnknownDecisionError
 
 log = logging.getLogger("crossroads.serve")
+#: One INFO line per request (``crossroads serve --access-log``): never the prompt or a key.
+access_log = logging.getLogger("crossroads.access")
 
 DECISION_HEADER = "x-crossroads-decision-id"
 #: After a reload, the old config's upstream clients stay open this long for requests still in flight.
@@ -92,8 +94,10 @@ class Server:
         if admin:
             admin_key = security.admin_key()
             if admin_key is None:
-                raise HTTPError(403, f"admin endpoints are disabled: set ${security.admin_key_env or 'admin_key_env'} "
-                                "(security.admin_key_env in the config) to enable them", "permission_error")
+                how = (f"put the admin key in ${security.admin_key_env} (security.admin_key_env)" if security.admin_key_env
+                       else "name an environment variable holding the admin key in the config's "
+                       "security.admin_key_env and set it")
+                raise HTTPError(403, f"admin endpoints are disabled: {how}", "permission_error")
             if token is None or not hmac.compare_digest(token, admin_key):
                 raise HTTPError(401, "this endpoint needs the admin key as a bearer token", "authentication_error",
                                 "invalid_api_key")
@@ -135,8 +139,11 @@ class Server:
         chat = parse_chat_request(await self.json_body(request), self.config.route_on)
         if not chat.stream:
             choice, answer = await self.gateway.complete(chat)
+            request.state.access = {"route": choice.route, "model": answer["model"],
+                                    "cost_usd": answer["crossroads"]["cost_usd"]}
             return JSONResponse(answer, headers=_decision_headers(choice.decision_id, answer["model"]))
         choice, chunks = await self.gateway.stream(chat)
+        request.state.access = {"route": choice.route, "model": choice.model, "cost_usd": "after the stream"}
 
         async def events():
             async for chunk in chunks:
@@ -246,7 +253,7 @@ class Server:
     # -- error mapping -------------------------------------------------------------------
     def endpoint(self, name: str, handler):
         async def run(request: Request) -> Response:
-            status = 500
+            status, started = 500, time.perf_counter()
             try:
                 response = await handler(request)
                 status = response.status_code
@@ -260,6 +267,10 @@ class Server:
             except BadRequest as error:
                 status = 400
                 return error_response(HTTPError(400, str(error), "invalid_request_error", None, error.param))
+            except DuplicateFeedbackError as error:
+                status = 409
+                return error_response(HTTPError(409, str(error), "invalid_request_error", "feedback_exists",
+                                                "decision_id"))
             except UnknownDecisionError as error:
                 status = 404
                 return error_response(HTTPError(404, str(error), "invalid_request_error", "decision_not_found",
@@ -277,6 +288,11 @@ class Server:
                                                 "server_error"))
             finally:
                 self.gateway.metrics.requests.labels(name, str(status)).inc()
+                if access_log.isEnabledFor(logging.INFO):
+                    fields = getattr(request.state, "access", {})
+                    access_log.info("%s %s %d %.0f ms%s", request.method, request.url.path, status,
+                                    1e3 * (time.perf_counter() - started),
+                                    "".join(f" {key}={value}" for key, value in fields.items()))
 
         return run
 

@@ -17,11 +17,15 @@ from crossroads.data.descriptors import TIERS
 from crossroads.errors import CrossroadsError
 from crossroads.objective import RULES, Objective, parse_objective
 from crossroads.online import LEARNERS
+from crossroads.upstream.local_model import LOCAL_MODELS
 from crossroads.upstream.models import ModelConfig
 from crossroads.upstream.providers import PROVIDERS
 
+#: A SQLite file in the working directory (``sqlite:///x`` would be the absolute path ``/x``).
+DEFAULT_STORE = "sqlite://crossroads.db"
 ROUTE_KEYS = ("none", "session")
 ROUTE_ON = ("last_message", "conversation")
+
 
 @dataclass(frozen=True)
 class RouteConfig:
@@ -30,7 +34,9 @@ class RouteConfig:
     ``learner`` (e.g. ``thompson:discount=0.99``) learns from feedback; ``router_file``
     (a saved offline router, or ``default``) decides among its predictions by ``rule``
     (see :mod:`crossroads.objective.rules`: by default the best expected reward under
-    ``objective``).  ``key: session`` keeps one learner per session id (PickLLM's sessions).
+    ``objective``).  With both, the learner (``linucb`` or ``lints``) starts each decision
+    from the router's expected rewards and learns where they are wrong.  ``key: session``
+    keeps one learner per session id (PickLLM's sessions).
     """
 
     name: str
@@ -75,7 +81,7 @@ class ServeConfig:
     routes: tuple[RouteConfig, ...] = ()
     routellm: RouteLLMConfig | None = None
     default_route: str | None = None  # used when the request names no model
-    store: str = "sqlite:///crossroads.db"
+    store: str = DEFAULT_STORE
     store_prompts: bool = False  # privacy: prompts and responses are kept only when True
     route_on: str = "last_message"
     embedder: str = "minilm-onnx"
@@ -118,6 +124,21 @@ class ServeConfig:
     def model(self, name: str) -> ModelConfig:
         return next(model for model in self.models if model.name == name)
 
+    def unset_variables(self) -> list[str]:
+        """The environment variables the config names that are not set, each with what that breaks."""
+        needed: dict[str, list[str]] = {}
+        for model in self.models:
+            if model.api_key_env and not os.environ.get(model.api_key_env):
+                needed.setdefault(model.api_key_env, []).append(model.name)
+        problems = [f"${name} is not set: {', '.join(models)} will refuse every call until it holds the API key"
+                    for name, models in needed.items()]
+        security = self.security
+        if security.api_keys_env and not security.client_keys():
+            problems.append(f"${security.api_keys_env} is not set or empty: clients need no key")
+        if security.admin_key_env and not security.admin_key():
+            problems.append(f"${security.admin_key_env} is not set: the admin endpoints are off")
+        return problems
+
     @property
     def model_names(self) -> list[str]:
         return [model.name for model in self.models]
@@ -154,7 +175,7 @@ def parse_config(raw: dict[str, Any]) -> ServeConfig:
     if routellm is not None:
         routellm = RouteLLMConfig(**_only(routellm, RouteLLMConfig, "routellm"))
     security = SecurityConfig(**_only(raw.pop("security", None) or {}, SecurityConfig, "security"))
-    top = _only(raw, ServeConfig, "config", exclude={"models", "routes", "routellm", "security"})
+    top = _only(raw, ServeConfig, "config")
     return ServeConfig(models=models, routes=routes, routellm=routellm, security=security, **top)
 
 
@@ -181,6 +202,9 @@ def _model(item: Any, index: int) -> ModelConfig:
         )
     if model.tier is not None and model.tier not in TIERS:
         raise CrossroadsError(f"config: {where}: tier must be one of {', '.join(TIERS)}, got {model.tier!r}")
+    if model.local is not False and model.local is not True and model.local not in LOCAL_MODELS:
+        raise CrossroadsError(f"config: {where}: local must be true or one of {', '.join(LOCAL_MODELS)}, "
+                              f"got {model.local!r}")
     if not isinstance(model.defaults, dict):
         raise CrossroadsError(f"config: {where}: defaults must map request fields to values, e.g. {{max_tokens: 256}}")
     if not model.upstream_model:
@@ -193,35 +217,44 @@ def _route(name: Any, item: Any) -> RouteConfig:
         raise CrossroadsError(f"config: route names must be non-empty strings, got {name!r}")
     if not isinstance(item, dict):
         raise CrossroadsError(f"config: routes.{name} must be a mapping such as {{learner: thompson}}")
-    values = _only(item, RouteConfig, f"routes.{name}", exclude={"name"})
-    if (values.get("learner") is None) == (values.get("router_file") is None):
-        raise CrossroadsError(f"config: routes.{name} needs exactly one of `learner` or `router_file`")
+    values = _only(item, RouteConfig, f"routes.{name}")
+    if "name" in values:
+        raise CrossroadsError(f"config: routes.{name}: a route's name is its key under `routes`; drop `name`")
+    learner, router_file = values.get("learner"), values.get("router_file")
+    if learner is None and router_file is None:
+        raise CrossroadsError(f"config: routes.{name} needs a `learner`, a `router_file`, or both (a learner that "
+                              "starts from the router's predictions)")
     try:  # a wrong learner, rule or objective fails now, not at the first request
-        if values.get("learner") is not None:
-            values["learner"] = LEARNERS.spec(str(values["learner"])).label
+        if learner is not None:
+            spec = LEARNERS.spec(str(learner))
+            values["learner"] = spec.label
+            if router_file is not None and not LEARNERS.load(spec.name).takes_prior:
+                raise CrossroadsError(f"the {spec.name} learner cannot start from a router's predictions; put "
+                                      "linucb or lints on top of `router_file`, or drop one of them")
         elif "rule" in values:
             values["rule"] = RULES.spec(str(values["rule"])).label
         if "objective" in values:
             values["objective"] = parse_objective(values["objective"])
     except CrossroadsError as error:
         raise CrossroadsError(f"config: routes.{name}: {error}") from None
-    if values.get("learner") is not None and "rule" in values:
-        raise CrossroadsError(f"config: routes.{name}: `rule` decides among a router's predictions; a learner "
-                              "route has none (drop `rule` or use `router_file`)")
+    if learner is not None and "rule" in values:
+        raise CrossroadsError(f"config: routes.{name}: `rule` decides among a router's predictions; on a learner "
+                              "route the learner decides (drop `rule`)")
     values["models"] = tuple(_list(values.get("models", []), f"routes.{name}.models"))
     if values.get("key", "none") not in ROUTE_KEYS:
         raise CrossroadsError(f"config: routes.{name}.key must be one of {', '.join(ROUTE_KEYS)}")
     return RouteConfig(name=name, **values)
 
 
-def _only(values: Any, cls: type, where: str, exclude: set[str] = frozenset()) -> dict[str, Any]:
+def _only(values: Any, cls: type, where: str) -> dict[str, Any]:
+    """``values``, each key a field of ``cls``; an unknown key is an error listing every field."""
     if not isinstance(values, dict):
         raise CrossroadsError(f"config: {where} must be a mapping")
-    known = {f.name for f in fields(cls)} - set(exclude)
-    unknown = sorted(set(values) - known - set(exclude))
+    every = {f.name for f in fields(cls)}
+    unknown = sorted(set(values) - every)
     if unknown:
-        raise CrossroadsError(f"config: {where} has unknown keys {unknown}; known keys: {', '.join(sorted(known))}")
-    return {key: value for key, value in values.items() if key in known}
+        raise CrossroadsError(f"config: {where} has unknown keys {unknown}; known keys: {', '.join(sorted(every))}")
+    return dict(values)
 
 
 def _list(value: Any, where: str) -> list[Any]:

@@ -109,7 +109,8 @@ class Gateway:
         self.store.record_decision(
             choice.decision_id, route=choice.route, model=choice.model, learner_key=choice.learner_key,
             candidates=choice.ranking, probability=choice.probability,
-            scores={"scores": choice.scores, "objective": str(choice.objective), "kind": choice.kind},
+            scores={"scores": choice.scores, "objective": str(choice.objective), "kind": choice.kind,
+                    **({"prior": choice.prior} if choice.prior else {})},
             context=choice.context, created_s=time.time(),
             prompt=request.text if self.config.store_prompts else None,
         )
@@ -239,6 +240,9 @@ class Gateway:
             raise BadRequest("`quality` must lie in [0, 1] (1 = a perfect answer)", "quality")
         if reward is None and quality is None:
             raise BadRequest("send `reward` (in [0, 1]) or `quality` (in [0, 1], priced against the route's objective)")
+        if reward is not None and quality is not None:
+            raise BadRequest("send `reward` or `quality`, not both: a reward is computed from the quality, so "
+                             "both would say the same thing twice", "reward")
         decision = self._stored_decision(decision_id)
         route = decision["route"]
         learning = route in self.learners.routes
@@ -250,7 +254,7 @@ class Gateway:
                 raise BadRequest(f"`reward` {reward:g} is outside [{low:g}, {high:g}], the range route "
                                  f"{route!r}'s learner takes", "reward")
         seq = self.store.add_feedback(decision_id, reward=reward, quality=quality, payload=payload,
-                                      created_s=time.time())
+                                      created_s=time.time(), once=True)
         self.metrics.feedback.labels(decision["route"]).inc()
         applied = self.learners.sync(self.store) if learning else 0
         return {"feedback_id": seq, "decision_id": decision_id, "route": decision["route"], "reward": reward,

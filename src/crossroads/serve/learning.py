@@ -55,8 +55,9 @@ class RouteLearners:
     def learner(self, route: str, key: str | None) -> Learner:
         return self._keyed[route].get(key or SHARED_KEY)
 
-    def select(self, route: str, key: str | None, candidates: Sequence[str], context: np.ndarray | None) -> Decision:
-        return self.learner(route, key).select(candidates, context)
+    def select(self, route: str, key: str | None, candidates: Sequence[str], context: np.ndarray | None,
+               prior: dict[str, float] | None = None) -> Decision:
+        return self.learner(route, key).select(candidates, context, prior=prior)
 
     def state(self, route: str) -> dict[str, Any]:
         return self._keyed[route].state()
@@ -119,5 +120,5 @@ class RouteLearners:
         if learner.contextual and context is None:
             log.warning("feedback %s has no stored context for contextual route %r; skipped", row["seq"], route)
             return 0
-        learner.update(model, float(row["reward"]), context)
+        learner.update(model, float(row["reward"]), context, prior=row.get("prior") if learner.takes_prior else None)
         return 1

@@ -4,7 +4,9 @@ A request's ``model`` is one of
 * a model of the pool: it passes through unrouted;
 * a named route from the config: an online learner, or a trained router whose predictions
   its decision rule turns into a ranking (:class:`crossroads.routers.pool.PooledRouter`, by
-  default the best expected reward under the objective);
+  default the best expected reward under the objective), or both: a learner that starts
+  each decision from the router's expected reward of every candidate (its ``prior``) and
+  learns from feedback where the router was wrong;
 * RouteLLM's ``router-<router>-<threshold>``: the strong model when the router's win
   probability reaches the threshold, else the weak one.
 Every decision ranks all its candidates, so that a failing model falls back to the next.
@@ -21,7 +23,7 @@ import numpy as np
 from crossroads.errors import CrossroadsError
 from crossroads.objective import Objective, PoolScale
 from crossroads.objective.cost import ASSUMED_OUTPUT_TOKENS, NOMINAL_TOKENS_IN, estimate_tokens
-from crossroads.objective.rules import make_rule, parse_routellm_model, route_strong_weak
+from crossroads.objective.rules import MaxReward, make_rule, parse_routellm_model, route_strong_weak
 from crossroads.routers.pool import PooledRouter
 from crossroads.serve.config import ModelConfig, RouteConfig, ServeConfig
 from crossroads.serve.learning import RouteLearners
@@ -46,6 +48,7 @@ class Choice:
     probability: float | None = None
     scores: dict[str, float] | None = None
     context: np.ndarray | None = field(default=None, repr=False)
+    prior: dict[str, float] | None = field(default=None, repr=False)  # a router's expected reward, for the learner
 
     @property
     def model(self) -> str:
@@ -153,13 +156,21 @@ class Routes:
                text: str, overrides: Overrides) -> Choice:
         key = overrides.session_id if route.key == "session" else None
         context = self._embed(text) if self._learner_contextual(route) else None
-        decision = self.learners.select(route.name, key, candidates, context)
+        prior = None
+        if route.router_file is not None:  # the learner starts from the router's expected reward of each candidate
+            ranking = self._router(route.router_file).rank(context, text, MaxReward(objective),
+                                                            category=overrides.category, candidates=candidates)
+            candidates, prior = ranking.models, ranking.scores
+        decision = self.learners.select(route.name, key, candidates, context, prior)
         rest = sorted((m for m in candidates if m != decision.model),
                       key=lambda m: -(decision.scores or {}).get(m, 0.0))
         reason = (f"{route.learner} chose {decision.model} with probability {decision.probability:.3g}"
-                  + (" (converged)" if decision.converged else ""))
+                  + (" (converged)" if decision.converged else "")
+                  + (f", starting from the router's expected rewards "
+                     f"({', '.join(f'{m} {r:.3f}' for m, r in prior.items())})" if prior else ""))
         return Choice(decision_id, route.name, "learner", [decision.model, *rest], objective, reason,
-                      learner_key=key, probability=decision.probability, scores=decision.scores, context=context)
+                      learner_key=key, probability=decision.probability, scores=decision.scores, context=context,
+                      prior=prior)
 
     def _predict(self, decision_id: str, route: RouteConfig, candidates: list[str], objective: Objective,
                  text: str, category: str | None) -> Choice:

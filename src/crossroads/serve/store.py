@@ -14,13 +14,14 @@ import logging
 import queue
 import threading
 import time
+import zlib
 from itertools import groupby
 from typing import Any, Self
 
 import numpy as np
 
 from crossroads.errors import CrossroadsError
-from crossroads.serve.store_sql import Database, connect
+from crossroads.serve.store_sql import MIGRATION_LOCK_KEY, Database, connect
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +64,17 @@ _UPSERT_OUTCOME = (
     "ON CONFLICT (decision_id) DO UPDATE SET "
     + ", ".join(f"{c} = excluded.{c}" for c in _OUTCOME_COLUMNS.split(", "))
 )
+_INSERT_FEEDBACK = "INSERT INTO feedback (decision_id, reward, quality, payload, created_s) VALUES (?, ?, ?, ?, ?)"
 _STOP = object()
+
+
+class DuplicateFeedbackError(CrossroadsError):
+    """Feedback for a decision that has feedback already, where a decision takes one."""
+
+    def __init__(self, decision_id: str, feedback_id: int):
+        self.decision_id, self.feedback_id = decision_id, feedback_id
+        super().__init__(f"decision {decision_id!r} has feedback already (feedback_id {feedback_id}): a decision "
+                         "takes one, so this one was not stored")
 
 
 class UnknownDecisionError(CrossroadsError):
@@ -175,27 +186,36 @@ class Store:
 
     # -- feedback (synchronous) ----------------------------------------------------------
     def add_feedback(
-        self, decision_id: str, *, reward: float | None, quality: float | None, payload: dict | None, created_s: float
+        self, decision_id: str, *, reward: float | None, quality: float | None, payload: dict | None,
+        created_s: float, once: bool = False,
     ) -> int:
         """Store feedback on a decision, committed to disk before returning; its sequence number.
 
-        More than one feedback per decision is kept (one row each); what that means is the caller's call.
+        More than one feedback per decision is kept (one row each), unless ``once``: then a
+        decision that has feedback already raises :class:`DuplicateFeedbackError`, also when
+        two processes send it at the same time.
         """
         if not self._known(decision_id):
             self.flush()  # the decision may still be waiting in the writer's queue
             if not self._known(decision_id):
                 raise UnknownDecisionError(decision_id)
-        payload_json = None if payload is None else _dumps(payload)
-        return self._db.insert_returning_seq(
-            "INSERT INTO feedback (decision_id, reward, quality, payload, created_s) VALUES (?, ?, ?, ?, ?)",
-            (decision_id, _float(reward), _float(quality), payload_json, float(created_s)),
-        )
+        row = (decision_id, _float(reward), _float(quality), None if payload is None else _dumps(payload),
+               float(created_s))
+        if not once:
+            return self._db.insert_returning_seq(_INSERT_FEEDBACK, row)
+        with self._db.transaction():
+            self._db.lock(zlib.crc32(decision_id.encode("utf-8", "surrogatepass")))
+            earlier = self._db.execute("SELECT MIN(seq) FROM feedback WHERE decision_id = ?", (decision_id,))
+            if earlier[0][0] is not None:
+                raise DuplicateFeedbackError(decision_id, int(earlier[0][0]))
+            return self._db.insert_returning_seq(_INSERT_FEEDBACK, row)
 
     def feedback_since(self, cursor: int, limit: int = 1000) -> tuple[list[dict], int]:
         """Feedback with ``seq > cursor`` in ``seq`` order, joined with its decision; and the new cursor.
 
         Each row has ``seq, decision_id, reward, quality, payload, created_s`` and the decision's
-        ``route, learner_key, context`` and ``model`` (the model that answered, if there is an outcome).
+        ``route, learner_key, context``, ``prior`` (the expected rewards a learner started from, if
+        any) and ``model`` (the model that answered, if there is an outcome).
 
         Sequence numbers are taken when a row is inserted but become visible when it commits, so
         with concurrent writers (PostgreSQL) ``seq`` 7 can appear after 8 was read.  The cursor
@@ -209,7 +229,7 @@ class Store:
             raise CrossroadsError(f"limit must be at least 1, got {limit}")
         rows = self._db.execute(
             "SELECT f.seq, f.decision_id, f.reward, f.quality, f.payload, f.created_s, f.stored_s, "
-            "d.route, COALESCE(o.model, d.model), d.learner_key, d.context FROM feedback f "
+            "d.route, COALESCE(o.model, d.model), d.learner_key, d.context, d.scores FROM feedback f "
             "LEFT JOIN decisions d ON d.decision_id = f.decision_id "
             "LEFT JOIN outcomes o ON o.decision_id = f.decision_id "
             "WHERE f.seq > ? ORDER BY f.seq LIMIT ?",
@@ -217,7 +237,7 @@ class Store:
         )
         feedback: list[dict] = []
         now_s: float | None = None
-        for seq, decision_id, reward, quality, payload, created_s, stored_s, route, model, key, context in rows:
+        for seq, decision_id, reward, quality, payload, created_s, stored_s, route, model, key, context, scores in rows:
             if seq != cursor + 1:
                 now_s = self._db.now_s() if now_s is None else now_s
                 if stored_s > now_s - GAP_TIMEOUT_S:
@@ -225,7 +245,8 @@ class Store:
                 log.warning("feedback seq %d..%d never committed; skipping them", cursor + 1, seq - 1)
             feedback.append({"seq": seq, "decision_id": decision_id, "reward": reward, "quality": quality,
                              "payload": _loads(payload), "created_s": created_s, "route": route,
-                             "model": model, "learner_key": key, "context": _context(context)})
+                             "model": model, "learner_key": key, "context": _context(context),
+                             "prior": (_loads(scores) or {}).get("prior")})
             cursor = seq
         return feedback, cursor
 
@@ -322,7 +343,7 @@ def migrate(db: Database) -> int:
     Refuses a database whose version is newer than this code knows.
     """
     with db.transaction():
-        db.lock_migrations()
+        db.lock(MIGRATION_LOCK_KEY)
         db.execute(
             f"CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_s {db.types['float']})"
         )

@@ -62,8 +62,11 @@ class Database:
     def transaction(self) -> Iterator[Database]:
         raise NotImplementedError
 
-    def lock_migrations(self) -> None:
-        """Inside a transaction: make other processes wait before migrating the same database."""
+    def lock(self, key: int) -> None:
+        """Inside a transaction: make other processes locking the same ``key`` wait until it ends.
+
+        SQLite needs nothing more: its ``BEGIN IMMEDIATE`` already lets one writer in at a time.
+        """
 
     def insert_returning_seq(self, sql: str, params: Sequence[Any]) -> int:
         """Run an ``INSERT`` into a table with an autoincrement ``seq`` key; the new row's ``seq``."""
@@ -209,8 +212,8 @@ class PostgresDatabase(Database):
         with self._lock, self._connection().transaction():
             yield self
 
-    def lock_migrations(self) -> None:
-        self._execute("SELECT pg_advisory_xact_lock(?)", (MIGRATION_LOCK_KEY,))
+    def lock(self, key: int) -> None:
+        self._execute("SELECT pg_advisory_xact_lock(?)", (key,))
 
     def insert_returning_seq(self, sql: str, params: Sequence[Any]) -> int:
         return int(self.execute(sql + " RETURNING seq", params)[0][0])
@@ -230,17 +233,29 @@ class PostgresDatabase(Database):
         self._connection().cursor().executemany(sql.replace("?", "%s"), rows)
 
 
+def parse_store_url(url: str) -> tuple[str, str]:
+    """``("sqlite", path)`` or ``("postgresql", url)`` for ``url``; a :class:`CrossroadsError` listing the forms otherwise."""
+    if url.startswith(("postgresql://", "postgres://")):
+        return "postgresql", url
+    if url.startswith("sqlite://") and url[len("sqlite://") :]:
+        return "sqlite", url[len("sqlite://") :]
+    if "://" not in url and url.endswith(SQLITE_SUFFIXES):
+        return "sqlite", url
+    raise CrossroadsError(f"unknown store url {url!r}; use {URL_FORMS}")
+
+
+def describe_store(url: str) -> str:
+    """Where the store at ``url`` is, for people: a SQLite file's absolute path, or the URL without its password."""
+    kind, where = parse_store_url(url)
+    if kind == "postgresql":
+        return f"PostgreSQL {redact(where)}"
+    return "SQLite in memory" if where == ":memory:" else f"SQLite file {Path(where).resolve()}"
+
+
 def connect(url: str) -> Database:
     """The database that ``url`` names; a :class:`CrossroadsError` listing the accepted forms otherwise."""
-    if url.startswith(("postgresql://", "postgres://")):
-        return PostgresDatabase(url)
-    if url.startswith("sqlite://"):
-        path = url[len("sqlite://") :]
-        if path:
-            return SqliteDatabase(path)
-    elif "://" not in url and url.endswith(SQLITE_SUFFIXES):
-        return SqliteDatabase(url)
-    raise CrossroadsError(f"unknown store url {url!r}; use {URL_FORMS}")
+    kind, where = parse_store_url(url)
+    return PostgresDatabase(where) if kind == "postgresql" else SqliteDatabase(where)
 
 
 def redact(url: str) -> str:

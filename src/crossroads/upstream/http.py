@@ -17,6 +17,8 @@ import httpx
 from crossroads.errors import CrossroadsError
 
 RETRY_STATUSES = {408, 409, 429} | set(range(500, 600))
+#: Hosts that refuse every call without a key.
+KEYED_HOSTS = ("api.openai.com",)
 MAX_RETRY_AFTER_S = 60.0
 
 
@@ -113,7 +115,14 @@ class Endpoint:
         return f"{self.base_url}/{path.lstrip('/')}"
 
     def post(self, path: str, payload: dict[str, Any], *, model: str) -> httpx.Response:
-        """The 200 response of ``POST {base_url}/{path}`` (see :func:`post_json`)."""
+        """The 200 response of ``POST {base_url}/{path}`` (see :func:`post_json`).
+
+        An API that always needs a key (``KEYED_HOSTS``) is not called without one: the
+        error comes at once instead of after the retries.
+        """
+        if httpx.URL(self.base_url).host in KEYED_HOSTS and not (self.api_key_env and os.environ.get(self.api_key_env)):
+            raise CrossroadsError(f"{self.label}{self.base_url} needs an API key: put it in "
+                                  f"${self.api_key_env or 'OPENAI_API_KEY'} (or point base_url at a server that needs none)")
         client = self.http_client
         if client is None:
             if self._own is None:

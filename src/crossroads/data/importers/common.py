@@ -35,12 +35,15 @@ def read_csv(path: Path, required: Sequence[str]) -> tuple[list[str], list[dict[
             reader = csv.DictReader(handle)
             header = list(reader.fieldnames or [])
             missing = [name for name in required if name not in header]
+            if missing and header and header[0].lstrip().startswith(("{", "[")):
+                raise DataFormatError(path, "a CSV file", row=0, found="JSON, not CSV: for a crossroads JSONL file "
+                                      "write crossroads:PATH")
             if missing:
                 raise DataFormatError(
                     path,
                     "columns " + ", ".join(repr(name) for name in required),
                     row=0,
-                    found=f"no {', '.join(repr(name) for name in missing)} among its columns ({', '.join(header) or 'none'})",
+                    found=f"no {', '.join(repr(name) for name in missing)} among its columns ({shown_columns(header)})",
                 )
             for row in reader:
                 if None in row:  # more cells than header columns
@@ -51,6 +54,14 @@ def read_csv(path: Path, required: Sequence[str]) -> tuple[list[str], list[dict[
     except csv.Error as exc:
         raise DataFormatError(path, "well-formed CSV", row=len(rows) + 1, found=str(exc)) from None
     return header, rows
+
+
+def shown_columns(header: Sequence[str], most: int = 8) -> str:
+    """A CSV header for an error message: the first columns, each cut short (a file read as the wrong
+    format can have a whole JSON line as its "header")."""
+    cells = [cell if len(cell) <= 40 else cell[:37] + "..." for cell in header[:most]]
+    more = f", ... ({len(header)} columns)" if len(header) > most else ""
+    return (", ".join(cells) or "none") + more
 
 
 def read_json(path: Path) -> object:

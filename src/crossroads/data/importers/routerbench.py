@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from crossroads.data.dataset import ModelInfo, RoutingDataset
-from crossroads.data.importers.common import parse_cost, parse_quality, read_csv
+from crossroads.data.importers.common import parse_cost, parse_quality, read_csv, shown_columns
 from crossroads.data.prompts import split_prompt
 from crossroads.errors import DataFormatError
 
@@ -57,7 +57,8 @@ def load_routerbench(path: Path) -> RoutingDataset:
         header, file_rows = read_csv(file, ["sample_id", "prompt", "eval_name"])
         file_models = [name for name in header if f"{name}{COST_SUFFIX}" in header]
         if not file_models:
-            raise DataFormatError(file, "per model a '<model>' and a '<model>|total_cost' column", row=0, found=", ".join(header))
+            raise DataFormatError(file, "per model a '<model>' and a '<model>|total_cost' column", row=0,
+                                  found=shown_columns(header))
         if models is None:
             models = file_models
         elif sorted(file_models) != sorted(models):
