@@ -228,7 +228,7 @@ def local_model_share(work: Path, processes: list[subprocess.Popen], added_p50_m
     (end-to-end at the client minus the upstream call's latency in the outcome), and the
     added p50 measured against the instant upstream divided by the real end-to-end p50.
     """
-    from crossroads.serve.store import open_store
+    from crossroads.store import open_store
     from crossroads.upstream.local_model import LocalModelServer
 
     print("real model: starting gemma-3-270m on llama.cpp ...", file=sys.stderr)

@@ -24,7 +24,7 @@ LAYERS = [
     {"pretrained"},
     {"objective"},
     {"data"},
-    {"upstream"},
+    {"upstream", "store"},
     {"embeddings"},
     {"routers", "online", "grading"},
     {"evaluate", "serve", "route"},

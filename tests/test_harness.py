@@ -8,7 +8,7 @@ from synthetic import two_topic_dataset
 
 from crossroads.errors import CrossroadsError
 from crossroads.evaluate.harness import default_pair, evaluate
-from crossroads.evaluate.replay import cross_validation_splits, kfold_indices
+from crossroads.evaluate.splits import cross_validation_splits, kfold_indices
 from crossroads.routers import ROUTERS
 
 

@@ -57,6 +57,15 @@ def non_sticky(name: str) -> dict:
     return {"sticky": False} if "sticky" in LEARNERS.load(name)().get_params() else {}
 
 
+def assert_distribution(decision: Decision) -> None:
+    """One probability per candidate, in order, in [0, 1], summing to 1; the choice's is ``probability``."""
+    probabilities = decision.probabilities
+    assert list(probabilities) == list(decision.candidates)
+    assert all(0.0 <= p <= 1.0 for p in probabilities.values())
+    assert sum(probabilities.values()) == pytest.approx(1.0, abs=1e-12)
+    assert decision.probability == probabilities[decision.model]
+
+
 # -- the contract --------------------------------------------------------------
 @pytest.mark.parametrize("name", LEARNERS.names)
 def test_picks_only_from_the_candidates_passed(name):
@@ -69,6 +78,7 @@ def test_picks_only_from_the_candidates_passed(name):
         assert 0.0 < decision.probability <= 1.0 and decision.learner == name
         if len(candidates) == 1:
             assert decision.probability == 1.0
+        assert_distribution(decision)
         learner.update(decision, float(env.random() < 0.3 + 0.1 * pool.index(decision.model)))
     assert sorted(learner.models) == pool
     json.dumps(decision.to_dict())
@@ -91,6 +101,35 @@ def test_recorded_probability_is_the_chance_of_the_choice(name):
         if name not in ("thompson", "lints"):  # exact propensities: the same for every draw
             assert np.ptp(probabilities) < 1e-12
         assert abs(share - recorded) < 4 * np.sqrt(recorded * (1 - recorded) / n) + 0.03, (model, share, recorded)
+
+
+@pytest.mark.parametrize("name", LEARNERS.names)
+def test_probabilities_are_the_chance_of_every_candidate(name):
+    """From one state, each candidate's share of seeded draws matches its probability, chosen or not.
+
+    Two states: one reward in (UCB and Q-learning then split ties evenly) and 60 rewards in.
+    The Thompson samplers estimate their probabilities, the others give them exactly.
+    """
+    exact = name not in ("thompson", "lints")
+    candidates, n = ["low", "mid", "high"], 600
+    learner, env = make_learner(name, seed=4, **non_sticky(name)), np.random.default_rng(104)
+    for model in candidates:
+        learner.add_model(model)
+    learner.update("low", 0.0, context=context_for(learner, env))
+    for steps in (0, 60):
+        play(learner, MEANS, steps, env)
+        state, context = learner.state(), context_for(learner, env)
+        decisions = [Learner.from_state(state).select(candidates, context=context, rng=np.random.default_rng(i))
+                     for i in range(n)]
+        for decision in decisions:
+            assert_distribution(decision)
+        recorded = np.array([[d.probabilities[m] for m in candidates] for d in decisions])
+        if exact:  # the same distribution whatever the draw
+            assert np.ptp(recorded, axis=0).max() < 1e-12
+        for j, model in enumerate(candidates):
+            share, p = np.mean([d.model == model for d in decisions]), float(recorded[:, j].mean())
+            tolerance = 4 * np.sqrt(p * (1 - p) / n) + (1e-12 if exact else 0.03)
+            assert abs(share - p) <= tolerance, (steps, model, share, p)
 
 
 @pytest.mark.parametrize("name", LEARNERS.names)
@@ -225,6 +264,7 @@ def test_automaton_converges_and_sticks():
     assert learner.converged_model == "b" and learner.converged_step == learner.steps_
     decision = learner.select(["a", "b"])
     assert decision.model == "b" and decision.probability == 1.0 and decision.converged
+    assert decision.probabilities == {"a": 0.0, "b": 1.0}
     assert learner.select(["a"]).model == "a"  # the converged model is not a candidate: learn as usual
     learner.remove_model("b")
     assert learner.converged_model is None
@@ -269,6 +309,7 @@ def test_ucb_tries_every_model_first_then_is_deterministic():
     learner = make_learner("ucb", seed=0)
     first = [learner.select(["a", "b", "c"]) for _ in range(1)]
     assert first[0].probability == pytest.approx(1 / 3)
+    assert first[0].probabilities == pytest.approx({"a": 1 / 3, "b": 1 / 3, "c": 1 / 3})
     for model in ["a", "b", "c"]:
         learner.update(model, {"a": 0.1, "b": 0.9, "c": 0.5}[model])
     decision = learner.select(["a", "b", "c"])

@@ -9,7 +9,7 @@ from crossroads.objective import Objective
 from crossroads.serve.config import load_config, parse_config
 from crossroads.serve.defaults import config_from_models, default_config
 from crossroads.serve.requests import BadRequest, parse_chat_request
-from crossroads.serve.store_sql import describe_store
+from crossroads.store.sql import describe_store
 
 MODELS = [{"name": "a", "price_per_mtok_in": 1.0}, {"name": "b"}]
 

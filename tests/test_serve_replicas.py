@@ -15,7 +15,7 @@ import pytest
 from postgres_server import fresh_database
 from serve_helpers import ServerProcess
 
-from crossroads.serve.store import open_store
+from crossroads.store import open_store
 from crossroads.upstream.fake import FakeUpstream
 
 ADMIN = {"authorization": "Bearer admin-key"}

@@ -28,7 +28,7 @@ class AlwaysFirst(Learner):
         return {}
 
     def _select(self, candidates, context, rng):
-        return candidates[0], 1.0, None
+        return candidates[0], {candidates[0]: 1.0}, None
 
     def _update(self, model, reward, context):
         pass

@@ -15,13 +15,13 @@ import pytest
 from postgres_server import fresh_database
 
 from crossroads.errors import CrossroadsError
-from crossroads.serve import store as store_module
-from crossroads.serve.store import (
+from crossroads.store import (
     GAP_TIMEOUT_S,
     MIGRATIONS,
     UnknownDecisionError,
     open_store,
 )
+from crossroads.store import records as store_module
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -72,7 +72,7 @@ def test_decision_and_outcome_round_trip(store, store_url):
     context_back = got.pop("context")
     assert got == {"decision_id": "d1", "route": "default", "model": "small", "learner_key": "default",
                    "candidates": ["small", "large"], "probability": 0.5, "scores": {"small": 0.4, "large": 0.6},
-                   "created_s": 1000.0, "prompt": "What is 2+2?"}
+                   "created_s": 1000.0, "prompt": "What is 2+2?", "category": None}
     assert context_back.dtype == np.float64
     np.testing.assert_array_equal(context_back, context.astype(np.float32).astype(np.float64))
     assert raw(store_url, "SELECT length(context) FROM decisions WHERE decision_id = 'd1'") == [(4 * 4,)]
@@ -111,7 +111,7 @@ def test_eight_threads_recording_at_once_all_land(store):
     for thread in threads:
         thread.join()
     assert store.counts() | {"feedback": 0, "learner_state": 0} == {
-        "decisions": 2000, "outcomes": 2000, "feedback": 0, "learner_state": 0}
+        "decisions": 2000, "outcomes": 2000, "feedback": 0, "learner_state": 0, "pool": 0}
     assert store.decision("t7-249")["outcome"]["tokens_out"] == 249
     np.testing.assert_array_equal(store.decision("t3-0")["context"], np.full(8, 3.0))
 
@@ -119,7 +119,7 @@ def test_eight_threads_recording_at_once_all_land(store):
 def test_a_bad_row_is_dropped_and_logged_without_losing_its_batch(store, caplog):
     decide(store, "dup")
     store.flush()
-    with caplog.at_level(logging.ERROR, logger="crossroads.serve.store"):
+    with caplog.at_level(logging.ERROR, logger="crossroads.store"):
         decide(store, "before")
         decide(store, "dup")
         decide(store, "after")
@@ -173,7 +173,7 @@ def test_feedback_since_pages_in_order_with_the_decisions_fields(store):
 def test_a_decision_that_takes_one_feedback_refuses_a_second_even_from_two_threads_at_once(store):
     from concurrent.futures import ThreadPoolExecutor
 
-    from crossroads.serve.store import DuplicateFeedbackError
+    from crossroads.store import DuplicateFeedbackError
 
     decide(store, "once")
 
@@ -256,7 +256,7 @@ def test_two_stores_on_one_database_see_each_others_feedback(store, store_url):
 
 WRITER = """
 import sys
-from crossroads.serve.store import open_store
+from crossroads.store import open_store
 
 store = open_store(sys.argv[1])
 store.record_decision("d", route="r", model="m", learner_key=None, candidates=["m"], probability=None,

@@ -36,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
 
     from crossroads.errors import CrossroadsError
     from crossroads.evaluate.harness import cross_validated_predictions, default_pair
-    from crossroads.evaluate.replay import cross_validation_splits
+    from crossroads.evaluate.splits import cross_validation_splits
     from crossroads.objective.rules import calibrate_threshold, route_strong_weak
     from crossroads.routers import ROUTERS, load_router
 

@@ -8,7 +8,7 @@ import sys
 from crossroads import __version__
 from crossroads.errors import CrossroadsError
 
-COMMANDS = ("data", "train", "eval", "calibrate", "route", "simulate", "serve", "config")
+COMMANDS = ("data", "train", "eval", "calibrate", "route", "simulate", "serve", "config", "report", "replay", "twin")
 
 
 def build_parser() -> argparse.ArgumentParser:

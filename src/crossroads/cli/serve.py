@@ -110,7 +110,7 @@ def listen(host: str, port: int) -> socket.socket:
 def summary(config, source: str) -> list[str]:
     """What a server of ``config`` serves, in plain words: the banner of `crossroads serve` and `config check`."""
     from crossroads.pretrained import DEFAULT_ROUTER_NAME
-    from crossroads.serve.store_sql import describe_store
+    from crossroads.store.sql import describe_store
 
     lines = [f"using {source}", f"store: {describe_store(config.store)}", "pool:"]
     for model in config.models:

@@ -17,7 +17,7 @@ import numpy as np
 from crossroads.data.dataset import RoutingDataset
 from crossroads.errors import CrossroadsError
 from crossroads.evaluate import metrics
-from crossroads.evaluate.replay import Split, cross_validation_splits
+from crossroads.evaluate.splits import Split, cross_validation_splits
 from crossroads.objective.cost import ExpectedCost, prompt_tokens
 from crossroads.registry import Spec
 from crossroads.routers import ROUTERS

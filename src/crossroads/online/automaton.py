@@ -31,8 +31,8 @@ class LearningAutomaton(Learner):
 
     >>> learner = LearningAutomaton(learning_rate=0.5, seed=0)
     >>> decision = learner.select(["small", "large"])
-    >>> decision.probability
-    0.5
+    >>> decision.probability, decision.probabilities
+    (0.5, {'small': 0.5, 'large': 0.5})
     >>> learner.update("large", reward=1.0)
     >>> learner.arms_["large"]["p"], learner.arms_["small"]["p"]
     (0.75, 0.25)
@@ -69,8 +69,8 @@ class LearningAutomaton(Learner):
             if u < acc:
                 chosen = i
                 break
-        scores = {m: pi / total for m, pi in zip(candidates, p)}
-        return candidates[chosen], p[chosen] / total, scores
+        probabilities = {m: pi / total for m, pi in zip(candidates, p)}
+        return candidates[chosen], probabilities, dict(probabilities)
 
     def _update(self, model: str, reward: float, context: np.ndarray | None) -> None:
         if reward == 0.0:

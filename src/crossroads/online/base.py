@@ -2,7 +2,8 @@
 
 ``Learner.select`` does the shared work (checks the candidates and the context, adds
 models seen for the first time, keeps a converged session on its model) and then calls
-the policy's hook ``_select``; ``Learner.update`` checks the reward and calls
+the policy's hook ``_select``, which returns the chosen model with the whole
+distribution it was drawn from; ``Learner.update`` checks the reward and calls
 ``_update``.  The candidate models are passed on every call, so a caller can restrict
 them per request (a model that is down, over budget or not allowed for this user).
 
@@ -37,9 +38,11 @@ STATE_VERSION = 1
 class Decision:
     """What a learner decided for one request.
 
-    ``probability`` is the chance the learner had of choosing ``model`` among
-    ``candidates`` (the propensity that off-policy evaluation needs); it is exact for
-    every learner except the Thompson samplers, which estimate it (see their docs).
+    ``probabilities`` is the chance the learner had of choosing each of ``candidates``
+    (they sum to 1) and ``probability`` the one of ``model``: the propensity that
+    off-policy evaluation needs, and what a caller mixing in its own exploration needs
+    to log the exact probability of the model that answers.  Both are exact for every
+    learner except the Thompson samplers, which estimate them (see their docs).
     ``scores`` are the per-candidate values the policy compared, when it compared any.
     ``context`` and ``prior`` are kept so that ``update(decision, reward)`` needs no second copy.
     """
@@ -49,6 +52,7 @@ class Decision:
     learner: str
     candidates: tuple[str, ...]
     scores: dict[str, float] | None = None
+    probabilities: dict[str, float] | None = None
     step: int = 0
     converged: bool = False
     context: np.ndarray | None = field(default=None, repr=False, compare=False)
@@ -62,6 +66,7 @@ class Decision:
             "learner": self.learner,
             "candidates": list(self.candidates),
             "scores": self.scores,
+            "probabilities": self.probabilities,
             "step": self.step,
             "converged": self.converged,
         }
@@ -139,17 +144,19 @@ class Learner(ABC):
             step = self.steps_
             converged = self.sticky and self.converged_model_ in candidates
             if converged:
-                model, probability, scores = self.converged_model_, 1.0, None
+                model, probabilities, scores = self.converged_model_, {self.converged_model_: 1.0}, None
             else:
-                model, probability, scores = self._select(candidates, x, self.rng_ if rng is None else rng)
+                model, probabilities, scores = self._select(candidates, x, self.rng_ if rng is None else rng)
             self.steps_ += 1
             self._check_convergence()
+        probabilities = {m: float(probabilities.get(m, 0.0)) for m in candidates}
         return Decision(
             model=model,
-            probability=float(probability),
+            probability=probabilities[model],
             learner=self.name,
             candidates=tuple(candidates),
             scores=scores,
+            probabilities=probabilities,
             step=step,
             converged=converged,
             context=None if context is None else np.array(context, dtype=np.float64),
@@ -266,8 +273,13 @@ class Learner(ABC):
     @abstractmethod
     def _select(
         self, candidates: list[str], context: np.ndarray | None, rng: np.random.Generator
-    ) -> tuple[str, float, dict[str, float] | None]:
-        """(model, probability of choosing it, per-candidate scores or None)."""
+    ) -> tuple[str, dict[str, float], dict[str, float] | None]:
+        """(model, each candidate's probability of being chosen, per-candidate scores or None).
+
+        The probabilities are those of the draw just made, from the learner's state before
+        it; candidates left out have probability 0.  The decision's ``probability`` is the
+        chosen model's entry.
+        """
 
     @abstractmethod
     def _update(self, model: str, reward: float, context: np.ndarray | None) -> None: ...
@@ -382,13 +394,19 @@ class CountingLearner(Learner):
 
 
 # -- helpers for the policies ----------------------------------------------------
-def argmax_ties(values: Sequence[float], rng: np.random.Generator) -> tuple[int, int]:
-    """(index of a maximum, how many values tie for it); ties are broken at random."""
+def argmax_ties(values: Sequence[float], rng: np.random.Generator) -> tuple[int, list[int]]:
+    """(index of a maximum, the indices of every value that ties for it); ties are broken at random."""
     best = max(values)
     ties = [i for i, v in enumerate(values) if v == best]
     if len(ties) == 1:
-        return ties[0], 1
-    return ties[int(rng.integers(len(ties)))], len(ties)
+        return ties[0], ties
+    return ties[int(rng.integers(len(ties)))], ties
+
+
+def uniform_over(candidates: Sequence[str], chosen: Sequence[int]) -> dict[str, float]:
+    """Probability ``1/t`` for each of the ``t`` candidates at the indices ``chosen`` (left out: probability 0)."""
+    share = 1.0 / len(chosen)
+    return {candidates[i]: share for i in chosen}
 
 
 def _check_candidates(candidates: Sequence[str]) -> list[str]:

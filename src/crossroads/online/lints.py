@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from crossroads.online.linucb import LinUCB
-from crossroads.online.thompson import _check_draws, propensity
+from crossroads.online.thompson import _check_draws, propensities
 
 
 class LinTS(LinUCB):
@@ -15,7 +15,7 @@ class LinTS(LinUCB):
     posterior is ``theta ~ N(theta_m, exploration^2 A_m^-1)`` (Agrawal & Goyal 2013);
     only the score ``x . theta`` matters for this query, and it is exactly
     ``N(x . theta_m, exploration^2 x' A_m^-1 x)``, so a scalar draw per model suffices
-    and the cost stays O(k d^2).  The decision's probability is a Monte Carlo estimate
+    and the cost stays O(k d^2).  The decision's probabilities are Monte Carlo estimates
     from ``propensity_draws`` further joint draws, as in
     :class:`~crossroads.online.thompson.ThompsonSampling`.
 
@@ -51,8 +51,8 @@ class LinTS(LinUCB):
         mean, std = np.array(mean), self.exploration * np.array(std)
         draws = mean + std * rng.standard_normal(len(candidates))
         chosen = int(np.argmax(draws))
-        probability = 1.0
+        probabilities = {candidates[0]: 1.0}
         if len(candidates) > 1:
             more = mean + std * rng.standard_normal((self.propensity_draws, len(candidates)))
-            probability = propensity(more, chosen)
-        return candidates[chosen], probability, dict(zip(candidates, draws.tolist()))
+            probabilities = propensities(more, chosen, candidates)
+        return candidates[chosen], probabilities, dict(zip(candidates, draws.tolist()))

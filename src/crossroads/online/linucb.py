@@ -10,7 +10,7 @@ import numpy as np
 
 from crossroads.checks import check_bool, check_fraction, check_positive
 from crossroads.errors import CrossroadsError
-from crossroads.online.base import Learner, argmax_ties
+from crossroads.online.base import Learner, argmax_ties, uniform_over
 
 #: A prior predicted quality: fixed per model, or per query from the prompt embedding.
 Prior = Mapping[str, float] | Callable[[np.ndarray], Mapping[str, float]]
@@ -170,7 +170,7 @@ class LinUCB(Learner):
         mean, std = self._posterior(candidates, context)
         score = [m + self.exploration * s for m, s in zip(mean, std)]
         chosen, ties = argmax_ties(score, rng)
-        return candidates[chosen], 1.0 / ties, dict(zip(candidates, score))
+        return candidates[chosen], uniform_over(candidates, ties), dict(zip(candidates, score))
 
     def _update(self, model: str, reward: float, context: np.ndarray | None) -> None:
         target = reward - self._prior_values([model], context)[0]  # first: a failing prior changes nothing

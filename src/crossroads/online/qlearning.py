@@ -91,7 +91,9 @@ class QLearning(Learner):
             chosen = int(rng.integers(k))
         else:
             chosen = greedy[int(rng.integers(len(greedy)))] if len(greedy) > 1 else greedy[0]
-        probability = eps / k + ((1.0 - eps) / len(greedy) if chosen in greedy else 0.0)
+        probabilities = {m: eps / k for m in candidates}
+        for i in greedy:
+            probabilities[candidates[i]] += (1.0 - eps) / len(greedy)
         stats = self.stats_
         leader = candidates[greedy[0]] if len(greedy) == 1 else None  # no leader while values tie
         if leader is None:
@@ -101,7 +103,7 @@ class QLearning(Learner):
         else:
             stats["streak"] = 1
         stats["last"] = leader
-        return candidates[chosen], probability, dict(zip(candidates, q))
+        return candidates[chosen], probabilities, dict(zip(candidates, q))
 
     def _update(self, model: str, reward: float, context: np.ndarray | None) -> None:
         arm = self.arms_[model]

@@ -22,7 +22,9 @@ class ThompsonSampling(CountingLearner):
     Monte Carlo estimate: ``(1 + wins) / (1 + propensity_draws)``, where ``wins``
     counts how often the model also wins in ``propensity_draws`` further joint draws
     from the posteriors; the decision's own draw is the ``+1``, which keeps the
-    estimate in (0, 1] at a bias below ``1 / (1 + propensity_draws)``.  ``discount``
+    estimate in (0, 1] at a bias below ``1 / (1 + propensity_draws)``.  Every other
+    candidate's probability is its share of wins in the same draws, so the estimates
+    sum to 1 (a candidate that never wins gets 0).  ``discount``
     or ``window`` forget old rewards (see :class:`~crossroads.online.base.CountingLearner`).
 
     >>> learner = ThompsonSampling(seed=0)
@@ -60,17 +62,18 @@ class ThompsonSampling(CountingLearner):
         a, b = self.prior_alpha + s, self.prior_beta + np.maximum(n - s, 0.0)
         draws = rng.beta(a, b)
         chosen = int(np.argmax(draws))
-        probability = 1.0
+        probabilities = {candidates[0]: 1.0}
         if len(candidates) > 1:
             more = rng.beta(a, b, size=(self.propensity_draws, len(candidates)))
-            probability = propensity(more, chosen)
-        return candidates[chosen], probability, dict(zip(candidates, draws.tolist()))
+            probabilities = propensities(more, chosen, candidates)
+        return candidates[chosen], probabilities, dict(zip(candidates, draws.tolist()))
 
 
-def propensity(draws: np.ndarray, chosen: int) -> float:
-    """Monte Carlo probability that column ``chosen`` wins, counting the decision's own draw."""
-    wins = int(np.count_nonzero(np.argmax(draws, axis=1) == chosen))
-    return (1 + wins) / (1 + len(draws))
+def propensities(draws: np.ndarray, chosen: int, candidates: list[str]) -> dict[str, float]:
+    """Monte Carlo probability that each column wins, counting the decision's own draw as a win of ``chosen``."""
+    wins = np.bincount(np.argmax(draws, axis=1), minlength=len(candidates)).astype(np.float64)
+    wins[chosen] += 1.0
+    return dict(zip(candidates, (wins / (1 + len(draws))).tolist()))
 
 
 def _check_draws(propensity_draws: int) -> None:

@@ -30,7 +30,7 @@ from crossroads.serve.config import ServeConfig, load_config
 from crossroads.serve.gateway import AllModelsFailed, Gateway
 from crossroads.serve.requests import BadRequest, parse_chat_request
 from crossroads.serve.routing import UnknownRoute
-from crossroads.serve.store import DuplicateFeedbackError, UnknownDecisionError
+from crossroads.store import DuplicateFeedbackError, UnknownDecisionError
 
 log = logging.getLogger("crossroads.serve")
 #: One INFO line per request (``crossroads serve --access-log``): never the prompt or a key.

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from crossroads.checks import check_fraction
 from crossroads.data.descriptors import TIERS
 from crossroads.errors import CrossroadsError
 from crossroads.objective import RULES, Objective, parse_objective
@@ -36,7 +37,9 @@ class RouteConfig:
     (see :mod:`crossroads.objective.rules`: by default the best expected reward under
     ``objective``).  With both, the learner (``linucb`` or ``lints``) starts each decision
     from the router's expected rewards and learns where they are wrong.  ``key: session``
-    keeps one learner per session id (PickLLM's sessions).
+    keeps one learner per session id (PickLLM's sessions).  ``explore`` is the share of
+    requests answered by a candidate drawn uniformly instead of the route's choice, so that
+    a deterministic route's log still supports off-policy estimates of other policies.
     """
 
     name: str
@@ -46,6 +49,7 @@ class RouteConfig:
     rule: str = "reward"
     models: tuple[str, ...] = ()  # empty: the whole pool
     key: str = "none"
+    explore: float = 0.0  # share of requests sent to a uniformly drawn candidate, in [0, 1)
 
 
 @dataclass(frozen=True)
@@ -102,6 +106,11 @@ class ServeConfig:
         for route in self.routes:
             if route.name in names:
                 raise CrossroadsError(f"config: route {route.name!r} has the name of a model; rename one of them")
+            try:
+                check_fraction(route.explore, "explore", high_open=True)
+            except CrossroadsError as error:
+                raise CrossroadsError(f"config: routes.{route.name}: {error} (the share of requests sent to a "
+                                      "uniformly drawn candidate, e.g. 0.05)") from None
             for model in route.models:
                 if model not in names:
                     raise CrossroadsError(

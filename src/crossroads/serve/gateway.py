@@ -24,7 +24,7 @@ from crossroads.serve.learning import RouteLearners
 from crossroads.serve.metrics import Metrics
 from crossroads.serve.requests import BadRequest, ChatRequest, message_text
 from crossroads.serve.routing import Choice, Routes
-from crossroads.serve.store import UnknownDecisionError, open_store
+from crossroads.store import UnknownDecisionError, open_store
 from crossroads.upstream.providers import UpstreamError, make_provider
 
 log = logging.getLogger("crossroads.serve")
@@ -97,6 +97,8 @@ class Gateway:
         self.metrics = metrics or Metrics()
         self.health = Health(config.cooldown_s, config.failures_before_cooldown)
         self.learners.restore(self.store)
+        self.store.record_pool({model.name: (model.price_per_mtok_in, model.price_per_mtok_out)
+                                for model in config.models})
 
     # -- deciding --------------------------------------------------------------------
     async def decide(self, request: ChatRequest) -> Choice:
@@ -110,9 +112,10 @@ class Gateway:
             choice.decision_id, route=choice.route, model=choice.model, learner_key=choice.learner_key,
             candidates=choice.ranking, probability=choice.probability,
             scores={"scores": choice.scores, "objective": str(choice.objective), "kind": choice.kind,
-                    **({"prior": choice.prior} if choice.prior else {})},
+                    **({"prior": choice.prior} if choice.prior else {}),
+                    **({"explored": True} if choice.explored else {})},
             context=choice.context, created_s=time.time(),
-            prompt=request.text if self.config.store_prompts else None,
+            prompt=request.text if self.config.store_prompts else None, category=request.overrides.category,
         )
         self.metrics.decisions.labels(choice.route, choice.model).inc()
         return choice

@@ -10,12 +10,16 @@ A request's ``model`` is one of
 * RouteLLM's ``router-<router>-<threshold>``: the strong model when the router's win
   probability reaches the threshold, else the weak one.
 Every decision ranks all its candidates, so that a failing model falls back to the next.
+A named route's decision logs the probability it had of choosing the model that answers,
+including the share ``explore`` of requests sent to a uniformly drawn candidate, so that
+off-policy estimates (:mod:`crossroads.evaluate.off_policy`) can weigh its log.
 """
 
 from __future__ import annotations
 
+import threading
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -36,7 +40,12 @@ class UnknownRoute(BadRequest):
 
 @dataclass
 class Choice:
-    """A routing decision: ``ranking[0]`` answers, the others are its fallbacks in order."""
+    """A routing decision: ``ranking[0]`` answers, the others are its fallbacks in order.
+
+    ``probability`` is the chance the route had of choosing ``ranking[0]`` (None for a model
+    named directly and RouteLLM names); ``explored`` says that the route's exploration draw
+    picked it uniformly among the candidates.
+    """
 
     decision_id: str
     route: str
@@ -47,6 +56,7 @@ class Choice:
     learner_key: str | None = None
     probability: float | None = None
     scores: dict[str, float] | None = None
+    explored: bool = False
     context: np.ndarray | None = field(default=None, repr=False)
     prior: dict[str, float] | None = field(default=None, repr=False)  # a router's expected reward, for the learner
 
@@ -57,18 +67,25 @@ class Choice:
     def to_dict(self) -> dict[str, Any]:
         return {"decision_id": self.decision_id, "route": self.route, "kind": self.kind, "model": self.model,
                 "fallbacks": self.ranking[1:], "probability": self.probability, "scores": self.scores,
-                "objective": str(self.objective), "reason": self.reason}
+                "explored": self.explored, "objective": str(self.objective), "reason": self.reason}
 
 
 class Routes:
-    """Resolves a request's ``model`` to a decision, for one ServeConfig."""
+    """Resolves a request's ``model`` to a decision, for one ServeConfig.
 
-    def __init__(self, config: ServeConfig, learners: RouteLearners, embedder: Any = None):
+    ``rng`` draws the routes' exploration (seed it for reproducible tests); a lock shares it
+    between concurrent requests.
+    """
+
+    def __init__(self, config: ServeConfig, learners: RouteLearners, embedder: Any = None,
+                 rng: np.random.Generator | None = None):
         self.config = config
         self.learners = learners
         self._embedder = embedder
         self._routes = {route.name: route for route in config.routes}
         self._routers: dict[str, PooledRouter] = {}  # router file -> that router over the config's models
+        self._rng = np.random.default_rng() if rng is None else rng
+        self._rng_lock = threading.Lock()
 
     @property
     def names(self) -> list[str]:
@@ -94,8 +111,10 @@ class Routes:
         objective = overrides.objective or route.objective
         candidates = self._candidates(route, text, overrides, unavailable)
         if route.learner is not None:
-            return self._learn(decision_id, route, candidates, objective, text, overrides)
-        return self._predict(decision_id, route, candidates, objective, text, overrides.category)
+            choice, own = self._learn(decision_id, route, candidates, objective, text, overrides)
+        else:
+            choice, own = self._predict(decision_id, route, candidates, objective, text, overrides.category)
+        return self._explore(route, choice, own)
 
     def scale(self, models: list[str], objective: Objective, tokens_in: float = NOMINAL_TOKENS_IN,
               tokens_out: float = ASSUMED_OUTPUT_TOKENS) -> PoolScale:
@@ -152,8 +171,9 @@ class Routes:
         return available or pool  # every candidate cooling down: try them anyway rather than refuse
 
     # -- deciders -------------------------------------------------------------------
+    # A route's decider returns its choice and its own probability of choosing each candidate.
     def _learn(self, decision_id: str, route: RouteConfig, candidates: list[str], objective: Objective,
-               text: str, overrides: Overrides) -> Choice:
+               text: str, overrides: Overrides) -> tuple[Choice, dict[str, float]]:
         key = overrides.session_id if route.key == "session" else None
         context = self._embed(text) if self._learner_contextual(route) else None
         prior = None
@@ -168,12 +188,13 @@ class Routes:
                   + (" (converged)" if decision.converged else "")
                   + (f", starting from the router's expected rewards "
                      f"({', '.join(f'{m} {r:.3f}' for m, r in prior.items())})" if prior else ""))
-        return Choice(decision_id, route.name, "learner", [decision.model, *rest], objective, reason,
-                      learner_key=key, probability=decision.probability, scores=decision.scores, context=context,
-                      prior=prior)
+        choice = Choice(decision_id, route.name, "learner", [decision.model, *rest], objective, reason,
+                        learner_key=key, probability=decision.probability, scores=decision.scores, context=context,
+                        prior=prior)
+        return choice, decision.probabilities
 
     def _predict(self, decision_id: str, route: RouteConfig, candidates: list[str], objective: Objective,
-                 text: str, category: str | None) -> Choice:
+                 text: str, category: str | None) -> tuple[Choice, dict[str, float]]:
         pooled = self._router(route.router_file)
         if not any(m in pooled.models for m in candidates):
             raise CrossroadsError(f"route {route.name!r}: its router knows none of the candidates {candidates}")
@@ -182,8 +203,36 @@ class Routes:
         best = ranking.model
         reason = (f"{route.rule} under {objective}: {best} (predicted quality {ranking.predicted_quality[best]:.3f}, "
                   f"expected cost {ranking.expected_cost_usd[best]:.2e} US$)")
-        return Choice(decision_id, route.name, "router", ranking.models, objective, reason,
-                      scores=ranking.scores)
+        choice = Choice(decision_id, route.name, "router", ranking.models, objective, reason, probability=1.0,
+                        scores=ranking.scores)
+        return choice, {best: 1.0}
+
+    def _explore(self, route: RouteConfig, choice: Choice, own: dict[str, float]) -> Choice:
+        """With probability ``route.explore``, a candidate drawn uniformly answers instead of the route's choice.
+
+        The drawn model goes first and the others keep their order.  Whatever the draw, the
+        logged probability is the mixture's chance of the model that answers (exact when the
+        route's own probabilities are): ``explore / k + (1 - explore) * own[model]`` among ``k``
+        candidates.
+        """
+        share = float(route.explore)
+        if share == 0.0:
+            return choice
+        candidates = choice.ranking
+        with self._rng_lock:
+            explored = bool(self._rng.random() < share)
+            model = candidates[int(self._rng.integers(len(candidates)))] if explored else choice.model
+        probability = share / len(candidates) + (1.0 - share) * own.get(model, 0.0)
+        if explored:
+            own_choice = ("the route's choice too" if model == choice.model
+                          else f"instead of the route's choice {choice.model}")
+            reason = (f"exploration draw (explore={share:g}): {model} drawn uniformly among {len(candidates)} "
+                      f"candidates, {own_choice} ({choice.reason})")
+            ranking = [model, *(m for m in candidates if m != model)]
+        else:
+            reason, ranking = choice.reason, candidates
+        reason += f"; logged probability {probability:.3g} with explore={share:g}"
+        return replace(choice, ranking=ranking, probability=probability, explored=explored, reason=reason)
 
     def _routellm(self, decision_id: str, name: str, router_name: str, threshold: float, text: str,
                   overrides: Overrides, unavailable: set[str]) -> Choice:

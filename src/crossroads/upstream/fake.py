@@ -15,7 +15,11 @@ What a chat request gets is chosen by, in order:
    ``break-stream`` (two chunks, then the connection drops; not streaming: truncated
    JSON), ``hang`` (never answers), ``echo-key-401`` (401 quoting the request's
    Authorization header, as some APIs do);
-3. ``answer(body)``: the text to answer with (default ``echo: <start of the last message>``).
+3. ``recording`` (a :class:`crossroads.upstream.recorded.Recording`), when given: the
+   recorded answer of the requested model to the last user message, with usage token
+   counts that reproduce its recorded cost and (scaled) its latency; 404 for a model or a
+   prompt it does not hold.  This makes the fake a production twin;
+4. ``answer(body)``: the text to answer with (default ``echo: <start of the last message>``).
 
 In process no time passes: a reply slower than the client's read timeout fails with
 ``httpx.ReadTimeout`` at once, a faster one comes at once.  On a socket, slow replies
@@ -87,18 +91,21 @@ class FakeUpstream:
     ``embedder`` gives ``/v1/embeddings`` its vectors, for requests naming ``embedding_model``.
     With ``api_key`` set, a request without ``Authorization: Bearer <api_key>`` gets 401.
     ``requests`` holds every request as ``{"path", "headers", "body"}`` (headers lower case,
-    body parsed from JSON when it is JSON).
+    body parsed from JSON when it is JSON), unless ``keep_requests`` is False.
     """
 
     def __init__(self, script: list[Any] | None = None, *, default: Any = None,
                  answer: Callable[[dict[str, Any]], str] | None = None, embedder: Any = None,
-                 embedding_model: str = "all-MiniLM-L6-v2", api_key: str | None = None):
+                 embedding_model: str = "all-MiniLM-L6-v2", api_key: str | None = None, recording: Any = None,
+                 keep_requests: bool = True):
         self.script = list(script or [])
         self.default = default
         self.answer = answer or echo
         self.embedder = embedder
         self.embedding_model = embedding_model
         self.api_key = api_key
+        self.recording = recording
+        self.keep_requests = keep_requests  # False for a long-running twin: its memory stays flat
         self.requests: list[dict[str, Any]] = []
         self._seen: Counter[str] = Counter()
         self._lock = threading.Lock()
@@ -126,18 +133,23 @@ class FakeUpstream:
             body = None
         with self._lock:
             step = self.script.pop(0) if self.script else self.default
-            self.requests.append({"path": path, "headers": dict(headers), "body": body})
+            if self.keep_requests:
+                self.requests.append({"path": path, "headers": dict(headers), "body": body})
             model = str(body.get("model", "")) if isinstance(body, dict) else ""
             self._seen[model] += 1
             seen = self._seen[model]
         if self.api_key is not None and headers.get("authorization") != f"Bearer {self.api_key}":
             return _error(401, "Incorrect API key provided")
         if method == "GET" and path.endswith("/models"):
-            return Reply(body={"object": "list", "data": [{"id": "echo", "object": "model"}]})
+            names = self.recording.dataset.model_names if self.recording is not None else ["echo"]
+            return Reply(body={"object": "list", "data": [{"id": name, "object": "model"} for name in names]})
         if not isinstance(body, dict):
             return _error(400, "the body is not a JSON object")
         if path.endswith("/chat/completions"):
-            return self._chat(body, headers, step if step is not None else _model_fault(model, seen, headers))
+            step = step if step is not None else _model_fault(model, seen, headers)
+            if step is None and self.recording is not None:
+                return self._recorded(body)
+            return self._chat(body, headers, step)
         if path.endswith("/embeddings"):
             return self._embeddings(body, step)
         return _error(404, f"no route {path}")
@@ -156,6 +168,24 @@ class FakeUpstream:
         if broken:
             reply.break_after = len(reply.content()) // 2
         return reply
+
+    def _recorded(self, body: dict[str, Any]) -> Reply:
+        from crossroads.upstream.recorded import NoRecording, last_user_text
+
+        model = str(body.get("model", ""))
+        try:
+            answer = self.recording.answer(model, last_user_text(body) or "")
+        except NoRecording as error:
+            return Reply(status=404, body={"error": {"message": str(error), "type": "not_found"}})
+        usage = {"prompt_tokens": answer.tokens_in, "completion_tokens": answer.tokens_out,
+                 "total_tokens": answer.tokens_in + answer.tokens_out}
+        if body.get("stream"):
+            events = _chunks(model, answer.text)
+            events[-1]["usage"] = usage
+            return Reply(events=events, delay_s=answer.latency_s)
+        completion = _completion(model, answer.text, body)
+        completion["usage"] = usage
+        return Reply(body=completion, delay_s=answer.latency_s)
 
     def _embeddings(self, body: dict[str, Any], step: Any) -> Reply:
         fault = step if isinstance(step, Fault) else Fault("status", status=step) if isinstance(step, int) else None

@@ -4,7 +4,7 @@ SQLite (a file, the default) or PostgreSQL (shared by several server processes).
 Decisions and outcomes go through a queue to one background writer thread that
 commits them in batches, so recording costs the request path microseconds; feedback
 and learner state are written synchronously, committed before the call returns.
-The SQL that differs between the two databases lives in :mod:`crossroads.serve.store_sql`.
+The SQL that differs between the two databases lives in :mod:`crossroads.store.sql`.
 """
 
 from __future__ import annotations
@@ -15,13 +15,14 @@ import queue
 import threading
 import time
 import zlib
+from collections.abc import Iterator
 from itertools import groupby
 from typing import Any, Self
 
 import numpy as np
 
 from crossroads.errors import CrossroadsError
-from crossroads.serve.store_sql import MIGRATION_LOCK_KEY, Database, connect
+from crossroads.store.sql import MIGRATION_LOCK_KEY, Database, connect
 
 log = logging.getLogger(__name__)
 
@@ -51,21 +52,47 @@ MIGRATIONS: list[list[str]] = [
         """CREATE TABLE learner_state (
             key TEXT PRIMARY KEY, state TEXT NOT NULL, cursor BIGINT NOT NULL, saved_s {float} NOT NULL)""",
     ],
+    [  # version 2: what reports need, each decision's category and the pool's prices; who sent a feedback
+        "ALTER TABLE decisions ADD COLUMN category TEXT",
+        "ALTER TABLE feedback ADD COLUMN source TEXT",
+        "CREATE INDEX decisions_created_s ON decisions (created_s)",
+        """CREATE TABLE pool (
+            model TEXT PRIMARY KEY, price_per_mtok_in {float} NOT NULL, price_per_mtok_out {float} NOT NULL,
+            seen_s {float} NOT NULL)""",
+    ],
 ]
 
-TABLES = ("decisions", "outcomes", "feedback", "learner_state")
-_DECISION_COLUMNS = "decision_id, route, model, learner_key, candidates, probability, scores, context, created_s, prompt"
+TABLES = ("decisions", "outcomes", "feedback", "learner_state", "pool")
+_DECISION_COLUMNS = (
+    "decision_id, route, model, learner_key, candidates, probability, scores, context, created_s, prompt, category"
+)
 _OUTCOME_COLUMNS = (
     "model, status, cost_usd, latency_s, ttft_s, tokens_in, tokens_out, fallbacks, error, response, created_s"
 )
-_INSERT_DECISION = f"INSERT INTO decisions ({_DECISION_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+_INSERT_DECISION = f"INSERT INTO decisions ({_DECISION_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 _UPSERT_OUTCOME = (
     f"INSERT INTO outcomes (decision_id, {_OUTCOME_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
     "ON CONFLICT (decision_id) DO UPDATE SET "
     + ", ".join(f"{c} = excluded.{c}" for c in _OUTCOME_COLUMNS.split(", "))
 )
-_INSERT_FEEDBACK = "INSERT INTO feedback (decision_id, reward, quality, payload, created_s) VALUES (?, ?, ?, ?, ?)"
+_INSERT_FEEDBACK = (
+    "INSERT INTO feedback (decision_id, reward, quality, payload, created_s, source) VALUES (?, ?, ?, ?, ?, ?)"
+)
+#: Who sent a feedback when nobody said: the application's users (labellers will name themselves).
+USER_SOURCE = "user"
 _STOP = object()
+
+#: What :meth:`Store.traffic` yields per decision, and the SQL that reads each.
+TRAFFIC = {
+    "route": "d.route", "chosen": "d.model", "propensity": "d.probability", "created_s": "d.created_s",
+    "category": "d.category", "model": "o.model", "status": "o.status", "cost_usd": "o.cost_usd",
+    "latency_s": "o.latency_s", "tokens_in": "o.tokens_in", "tokens_out": "o.tokens_out",
+    "fallbacks": "o.fallbacks", "quality": "f.quality", "reward": "f.reward",
+}
+TRAFFIC_COLUMNS = tuple(TRAFFIC)
+TRAFFIC_COLUMNS_SQL = tuple(TRAFFIC.values())
+#: Rows per chunk of :meth:`Store.traffic`.
+TRAFFIC_CHUNK_ROWS = 50_000
 
 
 class DuplicateFeedbackError(CrossroadsError):
@@ -88,7 +115,7 @@ class UnknownDecisionError(CrossroadsError):
 
 
 def open_store(url: str) -> Store:
-    """The store at ``url`` with its schema brought up to date (see ``store_sql.URL_FORMS``)."""
+    """The store at ``url`` with its schema brought up to date (see ``crossroads.store.sql.URL_FORMS``)."""
     return Store(connect(url))
 
 
@@ -126,12 +153,13 @@ class Store:
         context: np.ndarray | None,
         created_s: float,
         prompt: str | None = None,
+        category: str | None = None,
     ) -> None:
         """Queue a decision; ``context`` (the prompt embedding) is kept as float32, ``prompt`` only if given."""
         blob = None if context is None else np.asarray(context, dtype=np.float32).ravel().tobytes()
         scores_json = None if scores is None else _dumps(scores)
         row = (decision_id, route, model, learner_key, _dumps(list(candidates)), _float(probability), scores_json,
-               blob, float(created_s), prompt)
+               blob, float(created_s), prompt, category)
         self._put((_INSERT_DECISION, row))
 
     def record_outcome(
@@ -177,35 +205,41 @@ class Store:
         if not rows:
             return None
         row = rows[0]
-        decision = dict(zip(_DECISION_COLUMNS.split(", "), row[:10]))
+        n_decision = len(_DECISION_COLUMNS.split(", "))
+        decision = dict(zip(_DECISION_COLUMNS.split(", "), row[:n_decision]))
         decision["candidates"] = json.loads(decision["candidates"])
         decision["scores"] = _loads(decision["scores"])
         decision["context"] = _context(decision["context"])
-        decision["outcome"] = None if row[10] is None else dict(zip(_OUTCOME_COLUMNS.split(", "), row[11:]))
+        outcome = row[n_decision:]
+        decision["outcome"] = None if outcome[0] is None else dict(zip(_OUTCOME_COLUMNS.split(", "), outcome[1:]))
         return decision
 
     # -- feedback (synchronous) ----------------------------------------------------------
     def add_feedback(
         self, decision_id: str, *, reward: float | None, quality: float | None, payload: dict | None,
-        created_s: float, once: bool = False,
+        created_s: float, once: bool = False, source: str = USER_SOURCE,
     ) -> int:
         """Store feedback on a decision, committed to disk before returning; its sequence number.
 
-        More than one feedback per decision is kept (one row each), unless ``once``: then a
-        decision that has feedback already raises :class:`DuplicateFeedbackError`, also when
-        two processes send it at the same time.
+        ``source`` says who judged the answer (``user``, or e.g. ``judge:gpt-4o`` for a
+        labeller), so that reports can keep users' verdicts apart.  More than one feedback
+        per decision is kept (one row each), unless ``once``: then a decision that has
+        feedback from the same source already raises :class:`DuplicateFeedbackError`, also
+        when two processes send it at the same time.
         """
         if not self._known(decision_id):
             self.flush()  # the decision may still be waiting in the writer's queue
             if not self._known(decision_id):
                 raise UnknownDecisionError(decision_id)
         row = (decision_id, _float(reward), _float(quality), None if payload is None else _dumps(payload),
-               float(created_s))
+               float(created_s), source)
         if not once:
             return self._db.insert_returning_seq(_INSERT_FEEDBACK, row)
         with self._db.transaction():
             self._db.lock(zlib.crc32(decision_id.encode("utf-8", "surrogatepass")))
-            earlier = self._db.execute("SELECT MIN(seq) FROM feedback WHERE decision_id = ?", (decision_id,))
+            earlier = self._db.execute(
+                f"SELECT MIN(seq) FROM feedback WHERE decision_id = ? AND COALESCE(source, '{USER_SOURCE}') = ?",
+                (decision_id, source))
             if earlier[0][0] is not None:
                 raise DuplicateFeedbackError(decision_id, int(earlier[0][0]))
             return self._db.insert_returning_seq(_INSERT_FEEDBACK, row)
@@ -249,6 +283,56 @@ class Store:
                              "prior": (_loads(scores) or {}).get("prior")})
             cursor = seq
         return feedback, cursor
+
+    # -- the pool (synchronous) -----------------------------------------------------------
+    def record_pool(self, prices: dict[str, tuple[float, float]]) -> None:
+        """Keep each model's price (US$ per million tokens in, out), as a server serving them sees it now.
+
+        Reports price what every request would have cost on each model with these.
+        """
+        now = time.time()
+        with self._db.transaction():
+            for model, (price_in, price_out) in prices.items():
+                self._db.execute(
+                    "INSERT INTO pool (model, price_per_mtok_in, price_per_mtok_out, seen_s) VALUES (?, ?, ?, ?) "
+                    "ON CONFLICT (model) DO UPDATE SET price_per_mtok_in = excluded.price_per_mtok_in, "
+                    "price_per_mtok_out = excluded.price_per_mtok_out, seen_s = excluded.seen_s",
+                    (model, float(price_in), float(price_out), now))
+
+    def pool(self) -> dict[str, tuple[float, float]]:
+        """The prices :meth:`record_pool` kept, by model."""
+        rows = self._db.execute("SELECT model, price_per_mtok_in, price_per_mtok_out FROM pool ORDER BY model")
+        return {model: (float(price_in), float(price_out)) for model, price_in, price_out in rows}
+
+    # -- reading the traffic back ---------------------------------------------------------
+    def traffic(self, *, route: str | None = None, since_s: float | None = None, until_s: float | None = None,
+                chunk_rows: int = TRAFFIC_CHUNK_ROWS) -> Iterator[list[tuple]]:
+        """Every decision made in ``[since_s, until_s)`` (on ``route``), with its outcome and first feedback.
+
+        Yields lists of at most ``chunk_rows`` tuples holding :data:`TRAFFIC_COLUMNS`, in
+        ``created_s`` order, read with a cursor so that a million decisions never sit in
+        memory at once.  ``quality`` and ``reward`` are those of the first feedback from
+        users (``source`` user or unset); outcome columns are None for a decision never
+        carried out.
+        """
+        self.flush()
+        where, params = ["1 = 1"], []
+        for clause, value in (("d.route = ?", route), ("d.created_s >= ?", since_s), ("d.created_s < ?", until_s)):
+            if value is not None:
+                where.append(clause)
+                params.append(value)
+        sql = (f"SELECT {', '.join(TRAFFIC_COLUMNS_SQL)} FROM decisions d "
+               "LEFT JOIN outcomes o ON o.decision_id = d.decision_id "
+               "LEFT JOIN (SELECT decision_id, MIN(seq) AS seq FROM feedback "
+               f"WHERE COALESCE(source, '{USER_SOURCE}') = '{USER_SOURCE}' GROUP BY decision_id) ff "
+               "ON ff.decision_id = d.decision_id LEFT JOIN feedback f ON f.seq = ff.seq "
+               f"WHERE {' AND '.join(where)} ORDER BY d.created_s")
+        yield from self._db.stream(sql, params, chunk_rows)
+
+    def routes(self) -> list[str]:
+        """Every route a decision was recorded on."""
+        self.flush()
+        return [route for (route,) in self._db.execute("SELECT DISTINCT route FROM decisions ORDER BY route")]
 
     # -- learner state (synchronous) -----------------------------------------------------
     def save_learner_state(self, key: str, state: dict, cursor: int) -> None:

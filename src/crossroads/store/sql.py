@@ -27,7 +27,7 @@ URL_FORMS = (
 SQLITE_SUFFIXES = (".db", ".sqlite", ".sqlite3")
 SQLITE_BUSY_TIMEOUT_MS = 10_000
 #: Key of the PostgreSQL advisory lock held while migrations run (per database).
-MIGRATION_LOCK_KEY = zlib.crc32(b"crossroads.serve.store.migrations")
+MIGRATION_LOCK_KEY = zlib.crc32(b"crossroads.serve.store.migrations")  # the name before the store had its own package
 
 
 class Database:
@@ -53,6 +53,14 @@ class Database:
     def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
         with self._lock:
             self._executemany(sql, rows)
+
+    def stream(self, sql: str, params: Sequence[Any], chunk_rows: int) -> Iterator[list[tuple]]:
+        """The rows of a query in lists of at most ``chunk_rows``, fetched as they are read (not all at once).
+
+        The connection stays taken until the iteration ends: open another for writes meanwhile.
+        """
+        with self._lock:
+            yield from self._stream(sql, params, chunk_rows)
 
     def now_s(self) -> float:
         """Seconds since the epoch by the database's own clock (shared by every process using it)."""
@@ -83,6 +91,9 @@ class Database:
         raise NotImplementedError
 
     def _executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        raise NotImplementedError
+
+    def _stream(self, sql: str, params: Sequence[Any], chunk_rows: int) -> Iterator[list[tuple]]:
         raise NotImplementedError
 
 
@@ -160,6 +171,14 @@ class SqliteDatabase(Database):
     def _executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
         self._conn.executemany(sql, rows)
 
+    def _stream(self, sql: str, params: Sequence[Any], chunk_rows: int) -> Iterator[list[tuple]]:
+        try:
+            cursor = self._conn.execute(sql, params)
+            while rows := cursor.fetchmany(chunk_rows):
+                yield rows
+        except sqlite3.Error as e:
+            raise sqlite_error(self.path, e) from e
+
 
 def sqlite_error(path: str, error: sqlite3.Error) -> CrossroadsError:
     """A clear error for a file SQLite cannot use; a damaged or foreign file is never written to."""
@@ -231,6 +250,15 @@ class PostgresDatabase(Database):
 
     def _executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
         self._connection().cursor().executemany(sql.replace("?", "%s"), rows)
+
+    def _stream(self, sql: str, params: Sequence[Any], chunk_rows: int) -> Iterator[list[tuple]]:
+        connection = self._connection()
+        with connection.transaction(), connection.cursor(name="crossroads_stream") as cursor:  # server side
+            # A cursor is planned for its first rows (nested loops); it is read to the end, so plan for that.
+            connection.execute("SET LOCAL cursor_tuple_fraction = 1.0")
+            cursor.execute(sql.replace("?", "%s"), params)
+            while rows := cursor.fetchmany(chunk_rows):
+                yield rows
 
 
 def parse_store_url(url: str) -> tuple[str, str]:

@@ -1,0 +1,175 @@
+"""Are the report's figures right? Replayed traffic through the production twin, checked against the known truth.
+
+Run from the repository root (data from ``crossroads.paths.shared_data_dir()``)::
+
+    python benchmarks/own_traffic.py [--seeds 20] [--requests 2000]   # about 15 minutes
+
+For each dataset (LLMRouter's 9-model set, RouterBench's 11 models) and each seed: the
+recorded upstream (``crossroads twin``) in its own process, ``crossroads serve`` as a
+process in front of it on a fresh SQLite store with one route (Thompson sampling,
+objective quality=1,cost=0.5, ``explore: 0.1``), ``--requests`` of the dataset's queries
+replayed through it with the openai SDK (8 in flight, each answer's recorded quality sent
+back as feedback), then ``crossroads report``'s estimates against the truth over the
+replayed queries: what always sending them to each model would have cost (the twin's
+prices and token counts) and scored (their recorded quality).
+
+Targets (issue 13): the 95% intervals for savings (against the dearest model) and for
+served quality cover the truth in at least 18 of 20 seeds; the point estimates within 3%
+of the truth; the twin sustains at least 200 replayed requests/s through the server.
+Also reported: coverage and error of the off-policy (doubly robust) quality of each single
+model.  Writes ``benchmarks/results/own_traffic.{json,md}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).parent))
+sys.path.insert(0, str(Path(__file__).parent.parent / "tests"))
+from _shared import Table, machine, missing_data, skip_message, write_results
+from serve_helpers import ServerProcess
+
+from crossroads.evaluate.replay import replay
+from crossroads.evaluate.report import build_report
+from crossroads.paths import shared_data_dir
+from crossroads.store import open_store
+from crossroads.upstream.recorded import Recording
+from crossroads.upstream.servers import free_port
+
+DATASETS = {"llmrouter": "llmrouter:{data}/llmrouter/dcrouter_train.json",
+            "routerbench": "routerbench:{data}/routerbench"}
+ROUTE = {"learner": "thompson", "objective": "quality=1,cost=0.5", "explore": 0.1}
+REPLICATES = 200
+
+
+@contextmanager
+def twin_process(spec: str):
+    """``crossroads twin`` on ``spec`` in its own process (so that it takes no CPU time from this one); its URL."""
+    port = free_port()
+    process = subprocess.Popen([sys.executable, "-m", "crossroads.cli.main", "twin", "-d", spec, "--port", str(port)],
+                               stdout=subprocess.PIPE, text=True)
+    try:
+        if "twin of" not in (process.stdout.readline() if process.stdout else ""):
+            raise RuntimeError(f"crossroads twin did not start on {spec}")
+        yield f"http://127.0.0.1:{port}/v1"
+    finally:
+        process.kill()
+        process.wait(timeout=10)
+
+
+def throughput(recording: Recording, twin_url: str, requests: int, workdir: Path) -> float:
+    """Replayed requests per second with no feedback sent (routing and answering alone), 16 in flight."""
+    config = recording.serve_config(twin_url)
+    config["routes"] = {"auto": ROUTE}
+    config["default_route"] = "auto"
+    config["store"] = f"sqlite://{workdir / 'throughput.db'}"
+    with ServerProcess(config, workdir) as server:
+        result = replay(recording, server.url + "/v1", "auto", requests=requests, concurrency=16, feedback="none")
+    return result.summary()["requests_per_s"]
+
+
+def one_run(recording: Recording, twin_url: str, seed: int, requests: int, workdir: Path) -> dict:
+    """Replay, report and compare with the truth for one seed."""
+    config = recording.serve_config(twin_url)
+    config["routes"] = {"auto": ROUTE}
+    config["default_route"] = "auto"
+    config["store"] = f"sqlite://{workdir / f'store-{seed}.db'}"
+    with ServerProcess(config, workdir) as server:
+        result = replay(recording, server.url + "/v1", "auto", requests=requests, concurrency=8, seed=seed)
+    with open_store(config["store"]) as store:
+        report = build_report(store, replicates=REPLICATES, seed=seed)
+    truth = result.truth["always"]
+    served = result.summary()
+    dearest = max(truth, key=lambda m: truth[m]["spend_usd"])
+    estimate = report["savings"]["models"][dearest]["savings"]
+    true_savings = 1.0 - served["spend_usd"] / truth[dearest]["spend_usd"]
+    quality = report["quality"]["served"]
+    # the served quality's truth: the recorded quality of every answer served, labelled or not
+    true_quality = float(np.mean([recording.quality(r.row, r.model) for r in result.answered]))
+    models = {}
+    for model, value in truth.items():
+        spend = report["savings"]["models"][model]["spend_usd"]
+        dr = report["quality"]["single_models"][model]["dr"]
+        models[model] = {"spend_covered": _covers(spend, value["spend_usd"]),
+                         "spend_error": spend["value"] / value["spend_usd"] - 1.0,
+                         "dr_covered": _covers(dr, value["mean_quality"]),
+                         "dr_error": None if dr["value"] is None else dr["value"] / value["mean_quality"] - 1.0}
+    return {"seed": seed, "requests_per_s": served["requests_per_s"], "answered": served["answered"],
+            "dearest": dearest, "savings": estimate, "true_savings": true_savings,
+            "savings_covered": _covers(estimate, true_savings),
+            "savings_error": estimate["value"] - true_savings,
+            "quality": quality, "true_quality": true_quality, "quality_covered": _covers(quality, true_quality),
+            "quality_error": quality["value"] / true_quality - 1.0, "models": models}
+
+
+def _covers(estimate: dict, truth: float) -> bool:
+    return estimate["low"] is not None and estimate["low"] <= truth <= estimate["high"]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, default=20)
+    parser.add_argument("--requests", type=int, default=2000)
+    parser.add_argument("--datasets", default=",".join(DATASETS))
+    args = parser.parse_args()
+    specs = {key: DATASETS[key].format(data=shared_data_dir()) for key in args.datasets.split(",")}
+    missing = missing_data([Path(spec.split(":", 1)[1]) for spec in specs.values()])
+    if missing:
+        print(skip_message(missing))
+        return
+    results = {"machine": machine(), "route": ROUTE, "requests": args.requests, "seeds": args.seeds, "datasets": {}}
+    table = Table(f"report estimates against the truth, {args.seeds} seeds x {args.requests:,} replayed requests",
+                  ["dataset", "savings vs dearest covered", "max abs savings error (points)",
+                   "served quality covered", "max abs quality error", "per-model spend covered",
+                   "max abs spend error", "single-model DR covered", "median abs DR error",
+                   "requests/s with feedback (min)", "requests/s without feedback"])
+    for key, spec in specs.items():
+        recording = Recording.load([spec])
+        runs = []
+        with tempfile.TemporaryDirectory() as tmp, twin_process(spec) as twin_url:
+            without_feedback = throughput(recording, twin_url, args.requests, Path(tmp))
+            print(f"{key}: {without_feedback:.0f} replayed requests/s without feedback", flush=True)
+            for seed in range(args.seeds):
+                runs.append(one_run(recording, twin_url, seed, args.requests, Path(tmp)))
+                run = runs[-1]
+                print(f"{key} seed {seed}: savings {run['savings']['value']:.4f} (truth {run['true_savings']:.4f}, "
+                      f"covered {run['savings_covered']}), quality {run['quality']['value']:.4f} "
+                      f"(truth {run['true_quality']:.4f}), {run['requests_per_s']:.0f} req/s", flush=True)
+        models = [m for run in runs for m in run["models"].values()]
+        dr_errors = [abs(m["dr_error"]) for m in models if m["dr_error"] is not None]
+        summary = {
+            "savings_covered": sum(r["savings_covered"] for r in runs),
+            "savings_max_abs_error": max(abs(r["savings_error"]) for r in runs),
+            "quality_covered": sum(r["quality_covered"] for r in runs),
+            "quality_max_abs_error": max(abs(r["quality_error"]) for r in runs),
+            "spend_covered": sum(m["spend_covered"] for m in models), "spend_estimates": len(models),
+            "spend_max_abs_error": max(abs(m["spend_error"]) for m in models),
+            "dr_covered": sum(m["dr_covered"] for m in models), "dr_estimates": len(models),
+            "dr_median_abs_error": float(np.median(dr_errors)) if dr_errors else None,
+            "requests_per_s_min": min(r["requests_per_s"] for r in runs),
+            "requests_per_s_median": float(np.median([r["requests_per_s"] for r in runs])),
+            "requests_per_s_without_feedback": without_feedback,
+        }
+        results["datasets"][key] = {"spec": spec, "summary": summary, "runs": runs}
+        table.add(key, f"{summary['savings_covered']}/{len(runs)}", f"{100 * summary['savings_max_abs_error']:.2f}",
+                  f"{summary['quality_covered']}/{len(runs)}", f"{100 * summary['quality_max_abs_error']:.2f}%",
+                  f"{summary['spend_covered']}/{summary['spend_estimates']}",
+                  f"{100 * summary['spend_max_abs_error']:.2f}%",
+                  f"{summary['dr_covered']}/{summary['dr_estimates']}",
+                  "-" if summary["dr_median_abs_error"] is None else f"{100 * summary['dr_median_abs_error']:.1f}%",
+                  f"{summary['requests_per_s_min']:.0f}", f"{without_feedback:.0f}")
+    table.print()
+    write_results("own_traffic", results, "Own traffic: the report against the truth",
+                  [f"Run {results['machine']['date_utc']} on {results['machine']['cores']} cores. Route {ROUTE}; "
+                   "errors are relative (savings: percentage points). `python benchmarks/own_traffic.py`"], [table])
+
+
+if __name__ == "__main__":
+    main()

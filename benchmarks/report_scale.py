@@ -1,0 +1,129 @@
+"""How ``crossroads report`` scales: a million logged decisions on SQLite and on PostgreSQL.
+
+Run from the repository root::
+
+    python benchmarks/report_scale.py [--decisions 1000000]
+
+Fills a fresh store per backend with ``--decisions`` decisions, outcomes and feedback
+(three models, four categories, an exploring policy: ``tests/logged_traffic.py``), then
+runs ``crossroads report`` on it in a child process and measures its wall time and peak
+resident memory (``getrusage`` of the child).  The baseline, run in this process on the
+same store just before: reading the same rows with the store's own cursor and doing
+nothing with them, so the ratio says what the report adds to reading its input.
+Targets (issue 13): under 60 s and under 1 GB.  Writes ``benchmarks/results/report_scale.json``
+and ``report_scale.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+sys.path.insert(0, str(Path(__file__).parent.parent / "tests"))
+from _shared import Table, machine, write_results
+from logged_traffic import CATEGORIES, MODELS, PRICES, draw
+
+from crossroads.store import open_store
+from crossroads.store.records import _INSERT_DECISION, _INSERT_FEEDBACK, _UPSERT_OUTCOME
+
+TARGET_S = 60.0
+TARGET_MB = 1024.0
+BATCH = 20_000
+
+
+def fill_fast(store, n: int, seed: int = 0) -> None:
+    """Write ``n`` decisions with outcomes and feedback in large batches (the server's writer does 500 a time)."""
+    logged = draw(n, seed=seed, days=30.0)
+    store.record_pool(PRICES)
+    cost = logged.served(logged.cost_usd)
+    out = logged.served(logged.tokens_out)
+    quality = logged.served(logged.quality)
+    db = store._db  # noqa: SLF001 - bulk loading for the benchmark only
+    for start in range(0, n, BATCH):
+        rows = range(start, min(start + BATCH, n))
+        with db.transaction():
+            db.executemany(_INSERT_DECISION, [
+                (f"d{i}", "auto", MODELS[logged.chosen[i]], None, '["small", "medium", "large"]',
+                 float(logged.propensity[i]), None, None, float(logged.created_s[i]), None,
+                 CATEGORIES[logged.category[i]]) for i in rows])
+            db.executemany(_UPSERT_OUTCOME, [
+                (f"d{i}", MODELS[logged.chosen[i]], "ok", float(cost[i]), 0.2 + 0.001 * (i % 300), None,
+                 int(logged.tokens_in[i]), int(out[i]), 0, None, None, float(logged.created_s[i])) for i in rows])
+            db.executemany(_INSERT_FEEDBACK, [
+                (f"d{i}", None, float(quality[i]), None, float(logged.created_s[i]), None) for i in rows])
+
+
+def read_only(store) -> float:
+    started = time.perf_counter()
+    count = sum(len(chunk) for chunk in store.traffic())
+    elapsed = time.perf_counter() - started
+    assert count > 0
+    return elapsed
+
+
+def report_in_child(url: str, out: Path) -> tuple[float, float]:
+    """Wall seconds and peak resident MB of ``crossroads report`` in a child process."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    started = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "crossroads.cli.main", "report", "--store", url, "--out", str(out)],
+                   check=True, stdout=subprocess.DEVNULL)
+    elapsed = time.perf_counter() - started
+    peak_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    if peak_kb <= before:
+        raise RuntimeError("could not measure the child's memory (a larger child ran before)")
+    return elapsed, peak_kb / 1024.0
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--decisions", type=int, default=1_000_000)
+    parser.add_argument("--backends", default="sqlite,postgresql")
+    args = parser.parse_args()
+    results = {"machine": machine(), "decisions": args.decisions, "targets": {"seconds": TARGET_S, "mb": TARGET_MB},
+               "backends": {}}
+    with tempfile.TemporaryDirectory() as tmp:
+        for backend in args.backends.split(","):
+            if backend == "postgresql":
+                from postgres_server import PostgresServer, fresh_database
+
+                if PostgresServer.available() is not None:
+                    print(f"postgresql skipped: {PostgresServer.available()}")
+                    continue
+                server = PostgresServer().__enter__()
+                url = fresh_database(server.url)
+            else:
+                server, url = None, f"sqlite://{tmp}/store.db"
+            try:
+                started = time.perf_counter()
+                with open_store(url) as store:
+                    fill_fast(store, args.decisions)
+                    fill_s = time.perf_counter() - started
+                    read_s = min(read_only(store) for _ in range(2))
+                report_s, peak_mb = report_in_child(url, Path(tmp) / f"report-{backend}")
+            finally:
+                if server is not None:
+                    server.__exit__(None, None, None)
+            results["backends"][backend] = {"fill_s": fill_s, "read_rows_s": read_s, "report_s": report_s,
+                                            "report_over_read": report_s / read_s, "peak_mb": peak_mb,
+                                            "pass": report_s < TARGET_S and peak_mb < TARGET_MB}
+            print(f"{backend}: report {report_s:.1f} s ({report_s / read_s:.1f}x reading the rows, {read_s:.1f} s), "
+                  f"peak {peak_mb:.0f} MB")
+    table = Table(f"crossroads report on {args.decisions:,} logged decisions",
+                  ["backend", "report (s)", "reading the rows alone (s)", "ratio", "peak memory (MB)", "target met"])
+    for backend, row in results["backends"].items():
+        table.add(backend, f"{row['report_s']:.1f}", f"{row['read_rows_s']:.1f}", f"{row['report_over_read']:.1f}x",
+                  f"{row['peak_mb']:.0f}", "yes" if row["pass"] else "NO")
+    table.print()
+    write_results("report_scale", results, "crossroads report at scale",
+                  [f"Run {results['machine']['date_utc']} on {results['machine']['cores']} cores. Target: under "
+                   f"{TARGET_S:.0f} s and {TARGET_MB:.0f} MB. `python benchmarks/report_scale.py`"], [table])
+
+
+if __name__ == "__main__":
+    main()
