@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 import math
+from pathlib import Path
 
 from crossroads.cli.common import DATASET_HELP, add_dataset_formats
 from crossroads.cli.serve import listen, port_number
+from crossroads.errors import CrossroadsError
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -32,32 +34,42 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     import uvicorn
-    import yaml
 
     from crossroads.upstream.fake import FakeUpstream, make_app
     from crossroads.upstream.recorded import Recording
 
+    config_path = Path(args.write_config) if args.write_config else None
+    if config_path is not None and not config_path.parent.is_dir():
+        raise CrossroadsError(f"--write-config {args.write_config}: the directory {config_path.parent} does not "
+                              "exist; create it or write the config elsewhere")
     recording = Recording.load(args.dataset, args.latency_scale)
     listener = listen("127.0.0.1", args.port)  # a taken port fails before anything is written
     base_url = f"http://127.0.0.1:{args.port}/v1"
-    if args.write_config:
-        Path(args.write_config).write_text(yaml.safe_dump(recording.serve_config(base_url), sort_keys=False),
-                                           encoding="utf-8")
-    dataset = recording.dataset
-    print(f"twin of {dataset.n_queries:,} queries x {len(dataset.model_names)} models "
-          f"({', '.join(dataset.model_names)}) at {base_url}"
-          + (f"; start the router with: crossroads serve --config {args.write_config}" if args.write_config else ""),
-          flush=True)
     try:
+        if config_path is not None:
+            write_config(recording, base_url, config_path)
+        dataset = recording.dataset
+        start = (f"start the router with: crossroads serve --config {args.write_config}" if config_path is not None
+                 else "add --write-config twin.yaml for a `crossroads serve` config of these models")
+        print(f"twin of {dataset.n_queries:,} queries x {len(dataset.model_names)} models "
+              f"({', '.join(dataset.model_names)}) at {base_url}; {start}", flush=True)
         app = make_app(FakeUpstream(recording=recording, keep_requests=False))
         server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off", access_log=False))
         server.run(sockets=[listener])
     finally:
         listener.close()
     return 0
+
+
+def write_config(recording, base_url: str, path: Path) -> None:
+    """Write the `crossroads serve` config whose models are ``recording`` answered at ``base_url``."""
+    import yaml
+
+    try:
+        path.write_text(yaml.safe_dump(recording.serve_config(base_url), sort_keys=False), encoding="utf-8")
+    except OSError as error:
+        raise CrossroadsError(f"cannot write --write-config {path}: {error.strerror}") from None
 
 
 def _scale(text: str) -> float:

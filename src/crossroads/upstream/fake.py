@@ -17,8 +17,10 @@ What a chat request gets is chosen by, in order:
    Authorization header, as some APIs do);
 3. ``recording`` (a :class:`crossroads.upstream.recorded.Recording`), when given: the
    recorded answer of the requested model to the last user message, with usage token
-   counts that reproduce its recorded cost and (scaled) its latency; 404 for a model or a
-   prompt it does not hold.  This makes the fake a production twin;
+   counts that reproduce its recorded cost and (scaled) its latency; a stream ends with a
+   chunk holding only the usage, as OpenAI's does with ``stream_options.include_usage``;
+   404 for a model, a prompt or an outcome it does not hold.  This makes the fake a
+   production twin;
 4. ``answer(body)``: the text to answer with (default ``echo: <start of the last message>``).
 
 In process no time passes: a reply slower than the client's read timeout fails with
@@ -37,11 +39,14 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
 from crossroads.upstream.servers import ThreadedServer
+
+if TYPE_CHECKING:
+    from crossroads.upstream.recorded import Recording
 
 #: Where a transport-mode fake pretends to live; any URL reaches it through its transport.
 FAKE_BASE_URL = "http://fake-upstream/v1"
@@ -90,14 +95,15 @@ class FakeUpstream:
 
     ``embedder`` gives ``/v1/embeddings`` its vectors, for requests naming ``embedding_model``.
     With ``api_key`` set, a request without ``Authorization: Bearer <api_key>`` gets 401.
+    With ``recording`` set, chat requests get its recorded answers and ``/v1/models`` lists its models.
     ``requests`` holds every request as ``{"path", "headers", "body"}`` (headers lower case,
     body parsed from JSON when it is JSON), unless ``keep_requests`` is False.
     """
 
     def __init__(self, script: list[Any] | None = None, *, default: Any = None,
                  answer: Callable[[dict[str, Any]], str] | None = None, embedder: Any = None,
-                 embedding_model: str = "all-MiniLM-L6-v2", api_key: str | None = None, recording: Any = None,
-                 keep_requests: bool = True):
+                 embedding_model: str = "all-MiniLM-L6-v2", api_key: str | None = None,
+                 recording: Recording | None = None, keep_requests: bool = True):
         self.script = list(script or [])
         self.default = default
         self.answer = answer or echo
@@ -181,7 +187,7 @@ class FakeUpstream:
                  "total_tokens": answer.tokens_in + answer.tokens_out}
         if body.get("stream"):
             events = _chunks(model, answer.text)
-            events[-1]["usage"] = usage
+            events.append({**events[-1], "choices": [], "usage": usage})
             return Reply(events=events, delay_s=answer.latency_s)
         completion = _completion(model, answer.text, body)
         completion["usage"] = usage

@@ -11,12 +11,14 @@ counterfactual (what another model would have answered, cost and scored) is know
 * **Prices.** The dataset's list prices where both are known; otherwise one price for
   input and output tokens that keeps the model's mean recorded cost:
   ``mean cost per query / (mean input tokens + ASSUMED_OUTPUT_TOKENS) * 1e6``.
-* **Usage.** ``prompt_tokens`` is the prompt's estimated token count;
-  ``completion_tokens`` the whole number that brings the call's price closest to the
-  recorded cost (a recorded cost below the prompt's price lowers the prompt count
-  instead).  What those counts cost at these prices is the truth a replay compares with
-  (:meth:`Recording.cost_matrix`); it differs from the recorded cost by less than one
-  output token's price.
+* **Usage.** ``prompt_tokens`` is the prompt's estimated token count (the full prompt's,
+  few-shot examples included, where the dataset has one); ``completion_tokens`` the whole
+  number that brings the call's price closest to the recorded cost (a recorded cost below
+  the prompt's price lowers the prompt count instead).  What those counts cost at these
+  prices is the truth a replay compares with (:meth:`Recording.cost_matrix`); it differs
+  from the recorded cost by at most half an output token's price.  At a zero output
+  price the answer counts its recorded text's tokens (else ``ASSUMED_OUTPUT_TOKENS``) and
+  the prompt count alone carries the cost; where no cost is recorded, the same count.
 * **Latency.** The recorded latency, else ``0.3 s + completion tokens / 50 per s``,
   times ``latency_scale`` (0: answer at once).
 """
@@ -43,6 +45,8 @@ class NoRecording(CrossroadsError):
 
 @dataclass(frozen=True)
 class RecordedAnswer:
+    """A model's recorded answer to one query: text, usage, (scaled) latency, and cost at the twin's prices."""
+
     text: str
     tokens_in: int
     tokens_out: int
@@ -67,6 +71,7 @@ class Recording:
         self.tokens_in = prompt_tokens(self.dataset.prompts, self.dataset.full_prompts)
         self.prices = self._prices()
         self._tokens_in, self._tokens_out = self._token_counts()
+        self._cost = self._costs()
 
     @classmethod
     def load(cls, specs: Sequence[str], latency_scale: float = 0.0) -> Recording:
@@ -85,24 +90,23 @@ class Recording:
             raise NoRecording(f"the recorded upstream answers only the {len(self._rows):,} prompts of its dataset; "
                               f"it holds none starting {start!r}")
         if not math.isfinite(self.dataset.quality[row, j]):
-            raise NoRecording(f"model {model!r} has no recorded outcome for query {self.dataset.query_ids[row]!r}")
+            raise NoRecording(f"model {model!r} has no recorded outcome for query {self.dataset.query_ids[row]!r} "
+                              "(its quality is missing from the dataset); send this prompt to another model")
         tokens_in, tokens_out = int(self._tokens_in[row, j]), int(self._tokens_out[row, j])
         return RecordedAnswer(self._text(row, j), tokens_in, tokens_out, self._latency(row, j, tokens_out),
                               self.cost(row, model), row)
 
     def cost(self, row: int, model: str) -> float:
-        """What the twin's token counts for ``model`` on ``row`` cost at :attr:`prices`."""
-        return float(self.cost_matrix()[row, self._model(model)])
+        """What the twin's token counts for ``model`` on ``row`` cost at :attr:`prices` (NaN: no recorded outcome)."""
+        return float(self._cost[row, self._model(model)])
 
     def quality(self, row: int, model: str) -> float:
+        """The recorded quality of ``model`` on ``row`` (NaN: no recorded outcome)."""
         return float(self.dataset.quality[row, self._model(model)])
 
     def cost_matrix(self) -> np.ndarray:
         """``(queries, models)``: what every answer costs at the twin's token counts and prices (NaN: no answer)."""
-        price_in = np.array([self.prices[m].price_per_mtok_in for m in self.dataset.model_names])
-        price_out = np.array([self.prices[m].price_per_mtok_out for m in self.dataset.model_names])
-        cost = (self._tokens_in * price_in + self._tokens_out * price_out) / 1e6
-        return np.where(np.isfinite(self.dataset.quality), cost, np.nan)
+        return self._cost.copy()
 
     def serve_config(self, base_url: str) -> dict:
         """A ``crossroads serve`` config (as YAML would hold it) whose models are this recording at ``base_url``."""
@@ -127,31 +131,39 @@ class Recording:
                 continue
             cost = self.dataset.cost_usd[:, j]
             recorded = np.isfinite(cost)
-            per_token = (cost[recorded].mean() / (self.tokens_in[recorded].mean() + ASSUMED_OUTPUT_TOKENS)
+            per_token = (float(cost[recorded].mean() / (self.tokens_in[recorded].mean() + ASSUMED_OUTPUT_TOKENS))
                          if recorded.any() else 0.0)
-            prices[model.name] = Price(per_token * 1e6, per_token * 1e6, "mean recorded cost")
+            prices[model.name] = Price(per_token * 1e6, per_token * 1e6,
+                                       "mean recorded cost" if recorded.any() else "no recorded cost")
         return prices
 
     def _token_counts(self) -> tuple[np.ndarray, np.ndarray]:
         """Input and output tokens per (query, model) reproducing the recorded costs."""
         n, m = self.dataset.quality.shape
         tokens_in = np.repeat(self.tokens_in[:, None], m, axis=1)
-        tokens_out = np.full((n, m), float(ASSUMED_OUTPUT_TOKENS))
+        tokens_out = np.full((n, m), float(ASSUMED_OUTPUT_TOKENS))  # the answer's length where no cost says it
+        if self.dataset.responses is not None:
+            tokens_out = np.array([[estimate_tokens(text) or ASSUMED_OUTPUT_TOKENS for text in row]
+                                   for row in self.dataset.responses], dtype=np.float64).reshape(n, m)
         for j, name in enumerate(self.dataset.model_names):
             price_in, price_out = self.prices[name].price_per_mtok_in / 1e6, self.prices[name].price_per_mtok_out / 1e6
             cost = self.dataset.cost_usd[:, j]
-            known = np.isfinite(cost)
+            known = np.isfinite(cost) & (cost >= 0)
+            if price_in > 0:  # the prompt alone dearer than the call: as many prompt tokens as the cost pays for
+                fit = np.floor(np.where(known, cost, 0.0) / price_in + 1e-9)
+                tokens_in[:, j] = np.where(known & (tokens_in[:, j] > fit), fit, tokens_in[:, j])
             if price_out > 0:
-                rest = cost - tokens_in[:, j] * price_in
-                tokens_out[known, j] = np.maximum(np.round(rest[known] / price_out), 0)
-                short = known & (rest < 0)  # the prompt alone is dearer than the call: fewer prompt tokens
-                if price_in > 0:
-                    tokens_in[short, j] = np.round(cost[short] / price_in)
-            elif self.dataset.responses is not None:
-                tokens_out[:, j] = [estimate_tokens(row[j]) or ASSUMED_OUTPUT_TOKENS for row in self.dataset.responses]
-            if price_out == 0 and price_in > 0:
+                rest = cost[known] - tokens_in[known, j] * price_in
+                tokens_out[known, j] = np.maximum(np.round(rest / price_out), 0)
+            elif price_in > 0:
                 tokens_in[known, j] = np.round(cost[known] / price_in)
         return tokens_in, tokens_out
+
+    def _costs(self) -> np.ndarray:
+        price_in = np.array([self.prices[m].price_per_mtok_in for m in self.dataset.model_names])
+        price_out = np.array([self.prices[m].price_per_mtok_out for m in self.dataset.model_names])
+        cost = (self._tokens_in * price_in + self._tokens_out * price_out) / 1e6
+        return np.where(np.isfinite(self.dataset.quality), cost, np.nan)
 
     def _text(self, row: int, j: int) -> str:
         responses = self.dataset.responses
