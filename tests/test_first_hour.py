@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from cli_helpers import one_line_error
 
 from crossroads.cli.main import main
 from crossroads.upstream.fake import FAKE_BASE_URL, FakeUpstream
@@ -24,13 +25,6 @@ FIXTURES = Path(__file__).parent / "fixtures"
 MMLU_FIXTURE = f"routellm-mmlu:{FIXTURES / 'routellm' / 'mmlu'}"
 
 
-def one_line_error(capsys) -> str:
-    """The error a command printed: exactly one line, no traceback."""
-    err = capsys.readouterr().err
-    assert "Traceback" not in err
-    lines = [line for line in err.splitlines() if line.strip()]
-    assert len(lines) == 1, err
-    return lines[0]
 
 
 @pytest.mark.parametrize("argv, message", [

@@ -14,6 +14,7 @@ import httpx
 import numpy as np
 import pytest
 import yaml
+from cli_helpers import one_line_error
 
 from crossroads.cli.main import main
 from crossroads.data.dataset import ModelInfo, RoutingDataset
@@ -254,12 +255,6 @@ def test_serve_config_is_accepted_by_the_server(routerbench):
 
 
 # -- crossroads twin ------------------------------------------------------------------------------
-def one_line_error(capsys) -> str:
-    err = capsys.readouterr().err
-    assert "Traceback" not in err
-    lines = [line for line in err.splitlines() if line.strip()]
-    assert len(lines) == 1, err
-    return lines[0]
 
 
 def test_twin_help_lists_the_dataset_formats(capsys):

@@ -7,6 +7,7 @@ import datetime as dt
 import re
 import time
 
+from crossroads.cli.common import at_least
 from crossroads.errors import CrossroadsError
 
 #: Relative times: a number and a unit, counted back from now.
@@ -35,8 +36,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--since", metavar="T", help=f"only decisions made at or after T: {TIME_HELP}")
     parser.add_argument("--until", metavar="T", help=f"only decisions made before T: {TIME_HELP}")
     parser.add_argument("--out", "-o", required=True, metavar="DIR", help="directory for the report's files")
-    parser.add_argument("--replicates", type=_replicates, default=200,
-                        help="bootstrap replicates per interval (default 200)")
+    parser.add_argument("--replicates", type=at_least(20), default=200,
+                        help="bootstrap replicates per interval, at least 20 (default 200)")
     parser.set_defaults(func=run)
 
 
@@ -84,13 +85,3 @@ def parse_time(text: str | None, option: str) -> float | None:
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=dt.timezone.utc)
     return moment.timestamp()
-
-
-def _replicates(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 20:
-        raise argparse.ArgumentTypeError(f"must be an integer of at least 20 (a 95% interval needs them), got {text!r}")
-    return value
