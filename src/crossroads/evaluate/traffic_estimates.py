@@ -89,7 +89,8 @@ def spend_if_always(traffic: Traffic, prices: dict[str, tuple[float, float]], re
     """The served spend and, per priced model, the spend had it answered every answered request, and the savings.
 
     Returns ``{"decisions", "served_usd", "models": {name: {"spend_usd": Estimate, "savings": Estimate,
-    "answers_seen": int, "note": str}}}``; savings are ``1 - served / always that model``.
+    "answers_seen": int}}}`` (a model never served says so in its estimates' notes); savings are
+    ``1 - served / always that model``.
     """
     rows = np.flatnonzero(traffic.answered)
     names = [name for name in traffic.model_names if name in prices]
