@@ -32,6 +32,14 @@ class RoutingDataset:
     few-shot preambles); ``full_prompts`` the text as it was sent to the models
     when that differs (None otherwise).  ``cost_estimated[j]`` is True when model
     j's costs were estimated from prices and token counts rather than recorded.
+
+    Datasets read from a server's logs (``crossroads logs export``) hold partial
+    feedback: ``served[i]`` is the column of the model the logging policy chose for
+    query i (-1 where unknown) and ``propensity[i]`` the probability it gave that
+    choice (NaN where not logged).  An outcome observed for any other model of that
+    query is a shadow outcome (a model also called in the background, on a share of
+    requests drawn independently of the prompt).  Both are None for datasets where
+    every outcome was recorded on purpose (benchmarks).
     """
 
     query_ids: list[str]
@@ -45,9 +53,18 @@ class RoutingDataset:
     responses: list[list[str | None]] | None = None
     full_prompts: list[str | None] | None = None
     cost_estimated: list[bool] = field(default_factory=list)
+    served: np.ndarray | None = None
+    propensity: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         n, m = len(self.query_ids), len(self.models)
+        if (self.served is None) != (self.propensity is None):
+            raise CrossroadsError("a logged dataset needs both served and propensity (or neither)")
+        if self.served is not None:
+            self.served = np.asarray(self.served, dtype=np.int64).reshape(n)
+            self.propensity = np.asarray(self.propensity, dtype=np.float64).reshape(n)
+            if ((self.served < -1) | (self.served >= m)).any():
+                raise CrossroadsError(f"served holds model columns outside 0..{m - 1} (or -1 for unknown)")
         self.quality = np.asarray(self.quality, dtype=np.float64).reshape(n, m)
         self.cost_usd = np.asarray(self.cost_usd, dtype=np.float64).reshape(n, m)
         if self.latency_s is not None:
@@ -59,6 +76,11 @@ class RoutingDataset:
                 raise CrossroadsError(f"dataset has {n} query ids but {len(column)} {name}")
         if len(set(self.model_names)) != m:
             raise CrossroadsError(f"duplicate model names in pool: {self.model_names}")
+
+    @property
+    def logged(self) -> bool:
+        """True for partial feedback read from a server's logs (see ``served`` and ``propensity``)."""
+        return self.served is not None
 
     @property
     def model_names(self) -> list[str]:
@@ -97,13 +119,20 @@ class RoutingDataset:
             latency_s=None if self.latency_s is None else self.latency_s[rows],
             responses=None if self.responses is None else pick(self.responses),
             full_prompts=None if self.full_prompts is None else pick(self.full_prompts),
+            served=None if self.served is None else self.served[rows],
+            propensity=None if self.propensity is None else self.propensity[rows],
         )
 
     def select_models(self, names: Sequence[str]) -> RoutingDataset:
         """The same queries restricted to the models ``names``, in that order."""
         cols = [self.model_index(name) for name in names]
+        served = None
+        if self.served is not None:
+            new_column = {old: new for new, old in enumerate(cols)}
+            served = np.array([new_column.get(int(j), -1) for j in self.served], dtype=np.int64)
         return replace(
             self,
+            served=served,
             models=[self.models[j] for j in cols],
             quality=self.quality[:, cols],
             cost_usd=self.cost_usd[:, cols],
@@ -128,6 +157,9 @@ def combine(datasets: Sequence[RoutingDataset]) -> RoutingDataset:
         raise CrossroadsError("no dataset given: pass at least one --dataset FORMAT:PATH")
     if len(datasets) == 1:
         return datasets[0]
+    if any(part.logged for part in datasets):
+        raise CrossroadsError("a dataset read from logs (partial feedback) cannot be combined with others: "
+                              "train or evaluate on it alone")
     models: dict[str, ModelInfo] = {}
     estimated: dict[str, bool] = {}
     for part in datasets:

@@ -60,9 +60,16 @@ MIGRATIONS: list[list[str]] = [
             model TEXT PRIMARY KEY, price_per_mtok_in {float} NOT NULL, price_per_mtok_out {float} NOT NULL,
             seen_s {float} NOT NULL)""",
     ],
+    [  # version 3: shadow outcomes (other models called for a decision, never returned); whose answer a feedback judged
+        """CREATE TABLE shadow_outcomes (
+            decision_id TEXT NOT NULL, model TEXT NOT NULL, status TEXT NOT NULL, cost_usd {float},
+            latency_s {float}, tokens_in BIGINT, tokens_out BIGINT, error TEXT, response TEXT,
+            created_s {float} NOT NULL, PRIMARY KEY (decision_id, model))""",
+        "ALTER TABLE feedback ADD COLUMN model TEXT",
+    ],
 ]
 
-TABLES = ("decisions", "outcomes", "feedback", "learner_state", "pool")
+TABLES = ("decisions", "outcomes", "shadow_outcomes", "feedback", "learner_state", "pool")
 _DECISION_COLUMNS = (
     "decision_id, route, model, learner_key, candidates, probability, scores, context, created_s, prompt, category"
 )
@@ -75,8 +82,15 @@ _UPSERT_OUTCOME = (
     "ON CONFLICT (decision_id) DO UPDATE SET "
     + ", ".join(f"{c} = excluded.{c}" for c in _OUTCOME_COLUMNS.split(", "))
 )
+_SHADOW_COLUMNS = "model, status, cost_usd, latency_s, tokens_in, tokens_out, error, response, created_s"
+_UPSERT_SHADOW = (
+    f"INSERT INTO shadow_outcomes (decision_id, {_SHADOW_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+    "ON CONFLICT (decision_id, model) DO UPDATE SET "
+    + ", ".join(f"{c} = excluded.{c}" for c in _SHADOW_COLUMNS.split(", ")[1:])
+)
 _INSERT_FEEDBACK = (
-    "INSERT INTO feedback (decision_id, reward, quality, payload, created_s, source) VALUES (?, ?, ?, ?, ?, ?)"
+    "INSERT INTO feedback (decision_id, reward, quality, payload, created_s, source, model) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?)"
 )
 #: Who sent a feedback when nobody said: the application's users (labellers will name themselves).
 USER_SOURCE = "user"
@@ -185,6 +199,29 @@ class Store:
                _int(tokens_in), _int(tokens_out), int(fallbacks), error, response, time.time())
         self._put((_UPSERT_OUTCOME, row))
 
+    def record_shadow_outcome(
+        self,
+        decision_id: str,
+        *,
+        model: str,
+        status: str,
+        cost_usd: float | None,
+        latency_s: float | None,
+        tokens_in: int | None,
+        tokens_out: int | None,
+        error: str | None = None,
+        response: str | None = None,
+    ) -> None:
+        """Queue the answer of ``model``, called in the background for a decision it did not serve.
+
+        Shadow outcomes are never returned to the client; they tell what another model would
+        have done on the same request (full information for reports and training).  A second
+        shadow outcome of the same model for the same decision replaces the first.
+        """
+        row = (decision_id, model, status, _float(cost_usd), _float(latency_s), _int(tokens_in), _int(tokens_out),
+               error, response, time.time())
+        self._put((_UPSERT_SHADOW, row))
+
     def flush(self) -> None:
         """Wait until every decision and outcome queued before this call is committed."""
         done = threading.Event()
@@ -217,29 +254,31 @@ class Store:
     # -- feedback (synchronous) ----------------------------------------------------------
     def add_feedback(
         self, decision_id: str, *, reward: float | None, quality: float | None, payload: dict | None,
-        created_s: float, once: bool = False, source: str = USER_SOURCE,
+        created_s: float, once: bool = False, source: str = USER_SOURCE, model: str | None = None,
     ) -> int:
         """Store feedback on a decision, committed to disk before returning; its sequence number.
 
         ``source`` says who judged the answer (``user``, or e.g. ``judge:gpt-4o`` for a
-        labeller), so that reports can keep users' verdicts apart.  More than one feedback
-        per decision is kept (one row each), unless ``once``: then a decision that has
-        feedback from the same source already raises :class:`DuplicateFeedbackError`, also
-        when two processes send it at the same time.
+        labeller), so that reports can keep users' verdicts apart.  ``model`` names the model
+        whose answer was judged when that is a shadow outcome's; None (the default) means the
+        answer the client was served.  More than one feedback per decision is kept (one row
+        each), unless ``once``: then a decision that has feedback from the same source on the
+        same answer already raises :class:`DuplicateFeedbackError`, also when two processes
+        send it at the same time.
         """
         if not self._known(decision_id):
             self.flush()  # the decision may still be waiting in the writer's queue
             if not self._known(decision_id):
                 raise UnknownDecisionError(decision_id)
         row = (decision_id, _float(reward), _float(quality), None if payload is None else _dumps(payload),
-               float(created_s), source)
+               float(created_s), source, model)
         if not once:
             return self._db.insert_returning_seq(_INSERT_FEEDBACK, row)
         with self._db.transaction():
             self._db.lock(zlib.crc32(decision_id.encode("utf-8", "surrogatepass")))
             earlier = self._db.execute(
-                f"SELECT MIN(seq) FROM feedback WHERE decision_id = ? AND COALESCE(source, '{USER_SOURCE}') = ?",
-                (decision_id, source))
+                f"SELECT MIN(seq) FROM feedback WHERE decision_id = ? AND COALESCE(source, '{USER_SOURCE}') = ? "
+                "AND COALESCE(model, '') = ?", (decision_id, source, model or ""))
             if earlier[0][0] is not None:
                 raise DuplicateFeedbackError(decision_id, int(earlier[0][0]))
             return self._db.insert_returning_seq(_INSERT_FEEDBACK, row)
@@ -263,7 +302,7 @@ class Store:
             raise CrossroadsError(f"limit must be at least 1, got {limit}")
         rows = self._db.execute(
             "SELECT f.seq, f.decision_id, f.reward, f.quality, f.payload, f.created_s, f.stored_s, "
-            "d.route, COALESCE(o.model, d.model), d.learner_key, d.context, d.scores FROM feedback f "
+            "d.route, COALESCE(f.model, o.model, d.model), d.learner_key, d.context, d.scores FROM feedback f "
             "LEFT JOIN decisions d ON d.decision_id = f.decision_id "
             "LEFT JOIN outcomes o ON o.decision_id = f.decision_id "
             "WHERE f.seq > ? ORDER BY f.seq LIMIT ?",
@@ -312,7 +351,7 @@ class Store:
         Yields lists of at most ``chunk_rows`` tuples holding :data:`TRAFFIC_COLUMNS`, in
         ``created_s`` order, read with a cursor so that a million decisions never sit in
         memory at once.  ``quality`` and ``reward`` are those of the first feedback from
-        users (``source`` user or unset); outcome columns are None for a decision never
+        users (``source`` user or unset) on the served answer; outcome columns are None for a decision never
         carried out.
         """
         self.flush()
@@ -324,7 +363,7 @@ class Store:
         sql = (f"SELECT {', '.join(TRAFFIC_COLUMNS_SQL)} FROM decisions d "
                "LEFT JOIN outcomes o ON o.decision_id = d.decision_id "
                "LEFT JOIN (SELECT decision_id, MIN(seq) AS seq FROM feedback "
-               f"WHERE COALESCE(source, '{USER_SOURCE}') = '{USER_SOURCE}' GROUP BY decision_id) ff "
+               f"WHERE COALESCE(source, '{USER_SOURCE}') = '{USER_SOURCE}' AND model IS NULL GROUP BY decision_id) ff "
                "ON ff.decision_id = d.decision_id LEFT JOIN feedback f ON f.seq = ff.seq "
                f"WHERE {' AND '.join(where)} ORDER BY d.created_s")
         yield from self._db.stream(sql, params, chunk_rows)
