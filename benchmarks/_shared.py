@@ -12,6 +12,7 @@ import os
 import platform
 import time
 from collections.abc import Callable
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -174,3 +175,44 @@ def clean(value):
     if isinstance(value, np.bool_):
         return bool(value)
     return value
+
+
+@contextmanager
+def twin_process(spec: str, *options: str):
+    """``crossroads twin`` on ``spec`` (with ``options``) in its own process, so that it takes no CPU time from
+    this one; its URL."""
+    import subprocess
+    import sys
+
+    from crossroads.upstream.servers import free_port
+
+    port = free_port()
+    process = subprocess.Popen([sys.executable, "-m", "crossroads.cli.main", "twin", "-d", spec, "--port", str(port),
+                                *options], stdout=subprocess.PIPE, text=True)
+    try:
+        if "twin of" not in (process.stdout.readline() if process.stdout else ""):
+            raise RuntimeError(f"crossroads twin did not start on {spec}")
+        yield f"http://127.0.0.1:{port}/v1"
+    finally:
+        process.kill()
+        process.wait(timeout=10)
+
+
+def backend_stores(backends: str, folder: str):
+    """``(backend, store URL)`` for each of the comma-separated ``backends`` (sqlite, postgresql): a fresh SQLite file
+    in ``folder`` or a fresh database on a PostgreSQL server started for it (stopped when the next is asked for);
+    a backend that cannot run here is skipped with a line saying why."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parent.parent / "tests"))
+    from postgres_server import PostgresServer, fresh_database
+
+    for backend in backends.split(","):
+        if backend != "postgresql":
+            yield backend, f"sqlite://{folder}/store-{backend}.db"
+            continue
+        if PostgresServer.available() is not None:
+            print(f"postgresql skipped: {PostgresServer.available()}")
+            continue
+        with PostgresServer() as server:
+            yield backend, fresh_database(server.url)

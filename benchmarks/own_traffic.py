@@ -23,17 +23,15 @@ model.  Writes ``benchmarks/results/own_traffic.{json,md}``.
 from __future__ import annotations
 
 import argparse
-import subprocess
 import sys
 import tempfile
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
 sys.path.insert(0, str(Path(__file__).parent.parent / "tests"))
-from _shared import Table, machine, missing_data, skip_message, write_results
+from _shared import Table, machine, missing_data, skip_message, twin_process, write_results
 from serve_helpers import ServerProcess
 
 from crossroads.evaluate.replay import replay
@@ -41,27 +39,11 @@ from crossroads.evaluate.report import build_report
 from crossroads.paths import shared_data_dir
 from crossroads.store import open_store
 from crossroads.upstream.recorded import Recording
-from crossroads.upstream.servers import free_port
 
 DATASETS = {"llmrouter": "llmrouter:{data}/llmrouter/dcrouter_train.json",
             "routerbench": "routerbench:{data}/routerbench"}
 ROUTE = {"learner": "thompson", "objective": "quality=1,cost=0.5", "explore": 0.1}
 REPLICATES = 200
-
-
-@contextmanager
-def twin_process(spec: str):
-    """``crossroads twin`` on ``spec`` in its own process (so that it takes no CPU time from this one); its URL."""
-    port = free_port()
-    process = subprocess.Popen([sys.executable, "-m", "crossroads.cli.main", "twin", "-d", spec, "--port", str(port)],
-                               stdout=subprocess.PIPE, text=True)
-    try:
-        if "twin of" not in (process.stdout.readline() if process.stdout else ""):
-            raise RuntimeError(f"crossroads twin did not start on {spec}")
-        yield f"http://127.0.0.1:{port}/v1"
-    finally:
-        process.kill()
-        process.wait(timeout=10)
 
 
 def throughput(recording: Recording, twin_url: str, requests: int, workdir: Path) -> float:

@@ -26,7 +26,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 sys.path.insert(0, str(Path(__file__).parent.parent / "tests"))
-from _shared import Table, machine, write_results
+from _shared import Table, backend_stores, machine, write_results
 from logged_traffic import CATEGORIES, MODELS, PRICES, draw
 
 from crossroads.store import open_store
@@ -56,7 +56,7 @@ def fill_fast(store, n: int, seed: int = 0) -> None:
                 (f"d{i}", MODELS[logged.chosen[i]], "ok", float(cost[i]), 0.2 + 0.001 * (i % 300), None,
                  int(logged.tokens_in[i]), int(out[i]), 0, None, None, float(logged.created_s[i])) for i in rows])
             db.executemany(_INSERT_FEEDBACK, [
-                (f"d{i}", None, float(quality[i]), None, float(logged.created_s[i]), None) for i in rows])
+                (f"d{i}", None, float(quality[i]), None, float(logged.created_s[i]), None, None) for i in rows])
 
 
 def read_only(store) -> float:
@@ -88,27 +88,13 @@ def main() -> None:
     results = {"machine": machine(), "decisions": args.decisions, "targets": {"seconds": TARGET_S, "mb": TARGET_MB},
                "backends": {}}
     with tempfile.TemporaryDirectory() as tmp:
-        for backend in args.backends.split(","):
-            if backend == "postgresql":
-                from postgres_server import PostgresServer, fresh_database
-
-                if PostgresServer.available() is not None:
-                    print(f"postgresql skipped: {PostgresServer.available()}")
-                    continue
-                server = PostgresServer().__enter__()
-                url = fresh_database(server.url)
-            else:
-                server, url = None, f"sqlite://{tmp}/store.db"
-            try:
-                started = time.perf_counter()
-                with open_store(url) as store:
-                    fill_fast(store, args.decisions)
-                    fill_s = time.perf_counter() - started
-                    read_s = min(read_only(store) for _ in range(2))
-                report_s, peak_mb = report_in_child(url, Path(tmp) / f"report-{backend}")
-            finally:
-                if server is not None:
-                    server.__exit__(None, None, None)
+        for backend, url in backend_stores(args.backends, tmp):
+            started = time.perf_counter()
+            with open_store(url) as store:
+                fill_fast(store, args.decisions)
+                fill_s = time.perf_counter() - started
+                read_s = min(read_only(store) for _ in range(2))
+            report_s, peak_mb = report_in_child(url, Path(tmp) / f"report-{backend}")
             results["backends"][backend] = {"fill_s": fill_s, "read_rows_s": read_s, "report_s": report_s,
                                             "report_over_read": report_s / read_s, "peak_mb": peak_mb,
                                             "pass": report_s < TARGET_S and peak_mb < TARGET_MB}

@@ -58,3 +58,20 @@ def two_topics(n: int, n_models: int, seed: int = 0, dim: int = 16):
     if n_models > 2:
         quality[:, 2] = 0.0
     return make_dataset(quality), emb.astype(np.float32), topic
+
+
+class TopicEmbedder:
+    """The centre of the prompt's topic (X for a "chemistry" prompt, Y otherwise), as ``two_topics`` draws them."""
+
+    name = "test-embedder"
+
+    def embed(self, texts):
+        return np.stack([np.eye(16, dtype=np.float32)[0 if "chemistry" in t else 1] for t in texts])
+
+
+def topic_router_file(folder) -> str:
+    """A knn router fitted on ``two_topics`` (A wins on chemistry, B on the rest, C never), saved in ``folder``."""
+    from crossroads.routers import make_router
+
+    dataset, embeddings, _ = two_topics(200, 3)
+    return str(make_router("knn", k=5).fit(dataset, embeddings, embedder=TopicEmbedder.name).save(folder / "knn.npz"))

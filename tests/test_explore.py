@@ -7,11 +7,10 @@ import numpy as np
 import openai
 import pytest
 from serve_helpers import ServerThread
-from synthetic import two_topics
+from synthetic import TopicEmbedder, topic_router_file
 
 from crossroads.errors import CrossroadsError
 from crossroads.evaluate.off_policy import fixed_policy, ips
-from crossroads.routers import make_router
 from crossroads.serve.config import parse_config
 from crossroads.serve.gateway import Gateway
 from crossroads.serve.learning import RouteLearners
@@ -24,20 +23,9 @@ PROMPTS = {"x": "a chemistry question", "y": "a poetry question"}
 N = 3000
 
 
-class TopicEmbedder:
-    """The centre of the prompt's topic, as the router's training embeddings were drawn around."""
-
-    name = "test-embedder"
-
-    def embed(self, texts):
-        return np.stack([np.eye(16, dtype=np.float32)[0 if "chemistry" in t else 1] for t in texts])
-
-
 @pytest.fixture(scope="module")
 def router_file(tmp_path_factory):
-    dataset, embeddings, _ = two_topics(200, 3)
-    router = make_router("knn", k=5).fit(dataset, embeddings, embedder=TopicEmbedder.name)
-    return str(router.save(tmp_path_factory.mktemp("routers") / "knn.npz"))
+    return topic_router_file(tmp_path_factory.mktemp("routers"))
 
 
 def make_routes(seed: int, **routes: dict) -> Routes:

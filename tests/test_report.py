@@ -12,6 +12,7 @@ from postgres_server import fresh_database
 
 from crossroads.cli.main import main
 from crossroads.evaluate.report import build_report, write_report
+from crossroads.evaluate.traffic_estimates import _answer_lengths
 from crossroads.store import MIGRATIONS, open_store
 
 N = 1500
@@ -199,3 +200,14 @@ def test_a_store_of_the_first_schema_is_brought_up_and_reported(tmp_path, monkey
     assert report["window"]["decisions"] == 1
     assert report["breakdown"]["category"][0]["name"] == "(none)"
     assert report["breakdown"]["model"][0]["errors"] == 0  # decided but never called (/v1/route): not an error
+
+
+def test_a_category_a_model_never_answered_borrows_the_others_length_scaled_to_its_verbosity():
+    # model 0 answers categories 0 (100 tokens) and 1 (300); model 1 writes twice as much, seen in category 0 only
+    model = np.array([0] * 200 + [0] * 200 + [1] * 200)
+    category = np.array([0] * 200 + [1] * 200 + [0] * 200)
+    tokens = np.array([100.0] * 200 + [300.0] * 200 + [200.0] * 200)
+    lengths = _answer_lengths(model, category, tokens, np.ones(len(model)), n_models=2, n_categories=2)
+    assert lengths[0, 0] == pytest.approx(100, rel=0.05) and lengths[0, 1] == pytest.approx(300, rel=0.05)
+    assert lengths[1, 0] == pytest.approx(200, rel=0.05)
+    assert lengths[1, 1] == pytest.approx(600, rel=0.1)  # not model 1's mean over what it answered (200)

@@ -56,8 +56,8 @@ def checked_specs(registry, texts: list[str]) -> list:
 
 def load_data(specs: list[str] | None, models: str | None):
     """The combined dataset of ``specs`` (default: RouteLLM MMLU), restricted to ``models``."""
-    from crossroads.data.importers import load_datasets
     from crossroads.errors import CrossroadsError
+    from crossroads.store.export import load_datasets  # every format, and store:URL
 
     if not specs and not (shared_data_dir() / "routellm" / "mmlu").is_dir():
         raise CrossroadsError(f"the default dataset, RouteLLM's MMLU outcomes, is not at {shared_data_dir().resolve()}: "

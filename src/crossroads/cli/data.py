@@ -57,8 +57,8 @@ def run_convert(args: argparse.Namespace) -> int:
     """Load ``args.dataset`` and write it to ``args.out``."""
     from rich.console import Console
 
-    from crossroads.data.importers import load_datasets
     from crossroads.data.jsonl import write_jsonl
+    from crossroads.store.export import load_datasets  # every format, and store:URL
 
     dataset = load_datasets(args.dataset, progress=True)
     path = write_jsonl(dataset, args.out)
@@ -68,7 +68,7 @@ def run_convert(args: argparse.Namespace) -> int:
 
 def run_info(args: argparse.Namespace) -> int:
     """Load ``args.dataset`` and print its summary, as tables or (``--json``) as JSON."""
-    from crossroads.data.importers import load_datasets
+    from crossroads.store.export import load_datasets  # every format, and store:URL
 
     dataset = load_datasets(args.dataset, progress=True)
     if args.json:

@@ -49,6 +49,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--weak", help="weak model of the pair")
     parser.add_argument("--seed", type=int, default=0, help="seed of the fold split and random baseline")
     parser.add_argument("--out", default="crossroads-eval", metavar="DIR", help="output directory (default ./crossroads-eval)")
+    logs = parser.add_argument_group("a candidate router on logged traffic (off-policy; writes OUT/candidate.json)")
+    logs.add_argument("--logs", metavar="FILE.jsonl", help="a server's log (`crossroads logs export`): estimate how "
+                      "--router-file, deciding as a route with --objective and --rule would, did on that traffic")
+    logs.add_argument("--router-file", metavar="FILE.npz", help="the candidate router (with --logs)")
+    from crossroads.cli.candidate import add_candidate_options
+
+    add_candidate_options(logs, seed=False)
     parser.set_defaults(func=run)
 
 
@@ -56,6 +63,9 @@ def run(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     from crossroads.errors import CrossroadsError
+
+    if args.logs or args.router_file:
+        return run_logs(args)
     from crossroads.evaluate.harness import default_pair, evaluate
     from crossroads.evaluate.plots import plot_evaluation
     from crossroads.routers import ROUTERS
@@ -113,6 +123,29 @@ def run(args: argparse.Namespace) -> int:
     plot_evaluation(evaluation, out / "curve.png", title=", ".join(args.test or args.train or args.dataset or ["RouteLLM MMLU"]))
     print_table(evaluation)
     Console().print(f"wrote {out / 'metrics.json'} and {out / 'curve.png'}")
+    return 0
+
+
+def run_logs(args: argparse.Namespace) -> int:
+    """``eval --logs FILE --router-file NEW.npz``: the candidate's off-policy estimates against the logging policy."""
+    from crossroads.cli.candidate import estimate, print_estimate
+    from crossroads.errors import CrossroadsError
+
+    if not (args.logs and args.router_file):
+        raise CrossroadsError("--logs and --router-file go together: the log to estimate on and the candidate router")
+    if args.dataset or args.train or args.test or args.router:
+        raise CrossroadsError("--logs estimates one --router-file on a server's log; drop --dataset/--train/--test/"
+                              "--router (they evaluate on recorded full outcomes)")
+    result, _ = estimate(args, args.logs, args.router_file)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    record = {"logs": args.logs, "router_file": args.router_file, **result.to_dict()}
+    (out / "candidate.json").write_text(json.dumps(record, indent=1))
+    print_estimate(result, f"{args.router_file} on {result.decisions} logged decisions ({result.objective}, "
+                           f"rule {result.rule}); 95% intervals")
+    from rich.console import Console
+
+    Console().print(f"wrote {out / 'candidate.json'}")
     return 0
 
 

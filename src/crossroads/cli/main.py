@@ -8,7 +8,8 @@ import sys
 from crossroads import __version__
 from crossroads.errors import CrossroadsError
 
-COMMANDS = ("data", "train", "eval", "calibrate", "route", "simulate", "serve", "config", "report", "replay", "twin")
+COMMANDS = ("data", "train", "eval", "calibrate", "route", "simulate", "serve", "config", "report", "replay", "twin",
+            "logs", "label", "promote")
 
 
 def build_parser() -> argparse.ArgumentParser:

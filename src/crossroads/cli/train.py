@@ -59,6 +59,8 @@ def run(args: argparse.Namespace) -> int:
                                    f"{', '.join(args.exclude_questions)}")
     embeddings, embedder_name = embed(dataset.prompts, args.embedder, not args.no_cache)
     console = Console(stderr=True)
+    if dataset.logged:
+        dataset = _debiased(dataset, embeddings, spec, console)
     with console.status(f"fitting {spec.label} on {dataset.n_queries} queries x {dataset.n_models} models"):
         router.fit(dataset, embeddings, embedder=embedder_name)
     path = router.save(args.out)
@@ -67,3 +69,23 @@ def run(args: argparse.Namespace) -> int:
     Console(soft_wrap=True).print(f"saved {spec.label} ({dataset.n_models} models) to {path} "
                                   f"({path.stat().st_size / 1e6:.2f} MB); provenance in {record}")
     return 0
+
+
+def _debiased(dataset, embeddings, spec, console):
+    """A logged dataset (partial feedback) as full-information targets (:mod:`crossroads.routers.logged`)."""
+    import numpy as np
+
+    from crossroads.routers.logged import DEFAULT_MAX_WEIGHT, DEFAULT_METHOD, accepts_unbounded, debiased
+
+    clip = not accepts_unbounded(spec.name, spec.params.get("members"))
+    labelled = int(np.isfinite(dataset.quality).any(axis=1).sum())
+    if labelled == 0:
+        from crossroads.errors import CrossroadsError
+
+        raise CrossroadsError("the logged dataset has no labelled decision (no quality on any served answer): "
+                              "label them first (`crossroads label`) or send feedback")
+    console.print(f"logged partial feedback ({labelled} of {dataset.n_queries} queries labelled): training on "
+                  f"{DEFAULT_METHOD.upper()} debiased targets (1/propensity capped at {DEFAULT_MAX_WEIGHT:g})" + (f", clipped to [0, 1] for {spec.name} (biased "
+                  "where corrections are large; knn, ridge or ensemble:members=knn+ridge need no clipping)"
+                  if clip else ""), highlight=False)
+    return debiased(dataset, embeddings, method=DEFAULT_METHOD, clip=clip, max_weight=DEFAULT_MAX_WEIGHT)

@@ -13,7 +13,9 @@ Query::
      "source": "routellm-gsm8k/gsm8k_responses.csv",
      "outcomes": {"gpt-4-1106-preview": {"quality": 1.0, "cost_usd": 0.0062, "response": "..."}}}
 
-A missing outcome is absent (never a zero); so is a missing field of an outcome.
+A missing outcome is absent (never a zero); so is a missing field of an outcome.  A log export
+(``crossroads logs export``) also gives each query ``"logged": {"model": NAME, "propensity": P}``:
+the model the server's route chose and the probability it gave that choice (null when not logged).
 docs/data-format.md describes every field.
 """
 
@@ -30,7 +32,7 @@ from crossroads.errors import DataFormatError
 
 MAGIC = "routing-dataset"
 VERSION = 1
-OPTIONAL_FIELDS = ("full_prompt", "latency_s", "response")
+OPTIONAL_FIELDS = ("full_prompt", "latency_s", "response", "logged")
 
 
 def write_jsonl(dataset: RoutingDataset, path: str | Path) -> Path:
@@ -41,6 +43,7 @@ def write_jsonl(dataset: RoutingDataset, path: str | Path) -> Path:
         "full_prompt": dataset.full_prompts is not None,
         "latency_s": dataset.latency_s is not None,
         "response": dataset.responses is not None,
+        "logged": dataset.logged,
     }
     header = {
         "crossroads": MAGIC,
@@ -67,6 +70,10 @@ def write_jsonl(dataset: RoutingDataset, path: str | Path) -> Path:
                 line["full_prompt"] = dataset.full_prompts[i]
             line["category"] = dataset.categories[i]
             line["source"] = dataset.sources[i]
+            if dataset.logged:
+                served, propensity = int(dataset.served[i]), float(dataset.propensity[i])
+                line["logged"] = {"model": names[served] if served >= 0 else None,
+                                  "propensity": None if math.isnan(propensity) else propensity}
             outcomes = {}
             for j, name in enumerate(names):
                 outcome = {}
@@ -100,6 +107,7 @@ def read_jsonl(path: str | Path) -> RoutingDataset:
     optional = set(header["optional_fields"])
     ids, prompts, full_prompts, categories, sources = [], [], [], [], []
     quality_rows, cost_rows, latency_rows, responses = [], [], [], []
+    served, propensity = [], []
     seen: set[str] = set()
     for number, text in enumerate(lines[1:], start=2):
         if not text.strip():
@@ -119,6 +127,9 @@ def read_jsonl(path: str | Path) -> RoutingDataset:
         full_prompts.append(full)
         categories.append(_string(path, record, "category", number, default=""))
         sources.append(_string(path, record, "source", number, default=f"crossroads/{path.name}"))
+        chosen, probability = _logged(path, record.get("logged"), column, number)
+        served.append(chosen)
+        propensity.append(probability)
         outcomes = record.get("outcomes", {})
         if not isinstance(outcomes, dict):
             raise DataFormatError(path, "'outcomes' as an object keyed by model name", row=number, found=type(outcomes).__name__)
@@ -146,6 +157,7 @@ def read_jsonl(path: str | Path) -> RoutingDataset:
     if header.get("n_queries") is not None and header["n_queries"] != len(ids):
         raise DataFormatError(path, f"{header['n_queries']} queries as the header says", found=f"{len(ids)} (is the file truncated?)")
     shape = (len(ids), len(names))
+    logged = "logged" in optional or any(chosen >= 0 or not math.isnan(p) for chosen, p in zip(served, propensity))
     return RoutingDataset(
         query_ids=ids,
         prompts=prompts,
@@ -161,7 +173,19 @@ def read_jsonl(path: str | Path) -> RoutingDataset:
         responses=responses if "response" in optional else None,
         full_prompts=full_prompts if "full_prompt" in optional or any(f is not None for f in full_prompts) else None,
         cost_estimated=[bool(m.get("cost_estimated", False)) for m in header["models"]],
+        served=np.array(served, dtype=np.int64) if logged else None,
+        propensity=np.array(propensity, dtype=np.float64) if logged else None,
     )
+
+
+def read_logs(path: str | Path) -> RoutingDataset:
+    """Read a log export (:func:`read_jsonl` of a file whose queries carry ``logged``); refuse any other dataset."""
+    dataset = read_jsonl(path)
+    if not dataset.logged:
+        raise DataFormatError(path, "a log export, whose header lists 'logged' in optional_fields",
+                              row=1, found="a dataset without logged choices (not a log export: write one with "
+                              "crossroads logs export --store URL --out FILE.jsonl)")
+    return dataset
 
 
 def _dumps(value: object) -> str:
@@ -198,6 +222,24 @@ def _header(path: Path, header: object) -> dict:
     if not isinstance(optional, list) or not set(optional) <= set(OPTIONAL_FIELDS):
         raise DataFormatError(path, f"'optional_fields' drawn from {', '.join(OPTIONAL_FIELDS)}", row=1, found=repr(optional))
     return header
+
+
+def _logged(path: Path, logged: object, column: dict[str, int], number: int) -> tuple[int, float]:
+    """The column of the model a query's ``logged`` names (-1 when absent or null) and its propensity (NaN)."""
+    if logged is None:
+        return -1, math.nan
+    if not isinstance(logged, dict):
+        raise DataFormatError(path, "'logged' as an object {\"model\": NAME, \"propensity\": P}", row=number,
+                              found=repr(logged)[:60])
+    model, propensity = logged.get("model"), logged.get("propensity")
+    if model is not None and model not in column:
+        raise DataFormatError(path, f"logged model among the header's models ({', '.join(column)})", row=number,
+                              found=repr(model)[:60])
+    if propensity is not None and (isinstance(propensity, bool) or not isinstance(propensity, (int, float))
+                                   or not 0.0 < propensity <= 1.0):
+        raise DataFormatError(path, "logged propensity as a probability in (0, 1] or null", row=number,
+                              found=repr(propensity)[:60])
+    return (-1 if model is None else column[model]), (math.nan if propensity is None else float(propensity))
 
 
 def _string(path: Path, record: dict, key: str, number: int, default: str | None = None) -> str:

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from crossroads.embeddings.base import Embedder, tracked
+from crossroads.embeddings.base import CHARS_PER_TOKEN_BOUND, Embedder, tracked
 from crossroads.errors import CrossroadsError
 
 MODEL_SHA256 = "8199be6f699a395f99f89df973f9dc5285fbcfcdb2ae1a4e1201dab014f3d2a6"
@@ -52,6 +52,7 @@ class OnnxMiniLMEmbedder(Embedder):
     """
 
     dimension = DIMENSION
+    max_chars = CHARS_PER_TOKEN_BOUND * MAX_TOKENS
 
     def __init__(
         self,

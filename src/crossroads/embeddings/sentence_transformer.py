@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from crossroads.embeddings.base import Embedder, normalise
+from crossroads.embeddings.base import CHARS_PER_TOKEN_BOUND, Embedder, normalise
 from crossroads.errors import CrossroadsError
 
 DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
@@ -53,6 +53,9 @@ class SentenceTransformerEmbedder(Embedder):
     def _embed(self, texts: list[str], progress: bool) -> np.ndarray:
         if self._model is None:
             self._load()
+        max_tokens = getattr(self._model, "max_seq_length", None)
+        if max_tokens:  # the model keeps that many tokens: tokenize no more characters than they could come from
+            texts = [text[: CHARS_PER_TOKEN_BOUND * max_tokens] for text in texts]
         vectors = self._model.encode(
             texts,
             batch_size=self.batch_size,

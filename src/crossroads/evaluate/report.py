@@ -4,7 +4,8 @@
 and breakdowns (per model, route, category and day: requests, errors, fallbacks, spend,
 tokens, latency percentiles), the savings against always sending every request to each
 single model (the dearest headlined), and the quality served and each single model's
-off-policy quality, each with a 95% interval (:mod:`crossroads.evaluate.traffic_estimates`).
+off-policy quality, each with a 95% interval (:mod:`crossroads.evaluate.traffic_estimates`),
+and what shadow calls (other models answering in the background, never returned) cost.
 :func:`write_report` writes ``report.json``, the PNGs and ``report.html`` (one file, the
 plots embedded, readable offline).
 """
@@ -40,6 +41,7 @@ def build_report(store: Any, *, route: str | None = None, since_s: float | None 
                               f"{', '.join(routes) or 'none (nothing was ever routed through it)'}")
     savings = spend_if_always(traffic, pool, replicates, seed)
     headline = max(savings["models"], key=lambda m: savings["models"][m]["spend_usd"].value or 0.0, default=None)
+    shadow = store.shadow_spend(route=route, since_s=since_s, until_s=until_s)
     return {
         "window": {"route": route, "since_s": since_s, "until_s": until_s, "decisions": len(traffic),
                    "first_s": float(traffic.created_s.min()), "last_s": float(traffic.created_s.max())},
@@ -54,6 +56,11 @@ def build_report(store: Any, *, route: str | None = None, since_s: float | None 
         "quality": {"served": served_quality(traffic, replicates, seed).to_dict(),
                     "single_models": {m: {k: e.to_dict() for k, e in estimates.items()}
                                       for m, estimates in single_model_quality(traffic, replicates, seed).items()}},
+        "shadow_spend_usd": {"total": sum(entry["spend_usd"] for entry in shadow.values()),
+                             "models": {model: entry["spend_usd"] for model, entry in shadow.items()}},
+        "shadow_calls": {"total": sum(entry["calls"] for entry in shadow.values()),
+                         "errors": sum(entry["errors"] for entry in shadow.values()),
+                         "models": {model: entry["calls"] for model, entry in shadow.items()}},
         "replicates": replicates,
     }
 

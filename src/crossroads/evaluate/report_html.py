@@ -55,6 +55,11 @@ def _headline(report: dict[str, Any]) -> str:
     lines.append(f"Mean quality served: <b>{_estimate(served)}</b>"
                  + (f" over {served['n']:,} labelled decisions." if served["value"] is not None
                     else f" ({_text(served['note'])})."))
+    shadow_calls = (report.get("shadow_calls") or {}).get("total", 0)
+    if shadow_calls:
+        per_model = ", ".join(f"{_text(m)} US${usd:.4g}" for m, usd in report["shadow_spend_usd"]["models"].items())
+        lines.append(f"Shadow calls (other models answering in the background, never returned): {shadow_calls:,}, "
+                     f"costing <b>US${report['shadow_spend_usd']['total']:.4g}</b> ({per_model}).")
     return "<br>".join(lines)
 
 

@@ -15,8 +15,9 @@ import numpy as np
 from crossroads.errors import CrossroadsError
 from crossroads.store.records import TRAFFIC_COLUMNS
 
-#: An outcome's status codes: answered, every model failed, the stream broke after its first chunk.
-STATUSES = ("ok", "failed", "broken")
+#: An outcome's status codes: answered, every model failed, the stream broke after its first chunk, the client
+#: left before the end of the stream.
+STATUSES = ("ok", "failed", "broken", "disconnected")
 #: The category of a decision whose request named none.
 NO_CATEGORY = "(none)"
 

@@ -4,9 +4,11 @@
 tokens are known for every request, so they are priced exactly; output tokens depend on
 the model that answers, so ``m``'s answer length on a request is predicted from the
 answers ``m`` gave in the same category (a mean weighted by ``1 / propensity``, so that
-requests a route sends to ``m`` more often do not count more; pulled towards ``m``'s mean
-over all categories by :data:`SHRINK` pseudo-answers).  A model that never answered is
-assumed to write ``ASSUMED_OUTPUT_TOKENS``, and the estimate says so.
+requests a route sends to ``m`` more often do not count more), pulled by :data:`SHRINK`
+pseudo-answers towards a multiplicative prior fitted on every answer: a length per category
+times a verbosity per model.  A category ``m`` rarely answered thus borrows its length from
+the other models' answers there, scaled to ``m``'s verbosity.  A model that never answered is taken to write as long as the others,
+and the estimate says so.
 
 **Quality.** The mean feedback quality of what was served, and off-policy the quality each
 single model would have had (:mod:`crossroads.evaluate.off_policy`'s IPS, SNIPS and
@@ -39,6 +41,8 @@ MIN_LABELLED = 30
 REPLICATES = 200
 #: Pseudo-observations pulling a category's mean (answer length, quality) towards the model's overall mean.
 SHRINK = 5.0
+#: Rounds of alternating means fitting the answer-length model ``scale[model] * level[category]``.
+LENGTH_FIT_ROUNDS = 10
 #: Off-policy estimators of a single model's quality.
 ESTIMATORS = ("ips", "snips", "dr")
 
@@ -104,11 +108,10 @@ def spend_if_always(traffic: Traffic, prices: dict[str, tuple[float, float]], re
     cost = np.where(np.isfinite(cost), cost, 0.0)
     inverse = _inverse_propensity(traffic, rows)
     n_models, n_categories = len(traffic.model_names), max(len(traffic.category_names), 1)
-    pair = model * n_categories + category
     seen = np.bincount(model, minlength=n_models)[codes]
 
     def statistic(w: np.ndarray) -> np.ndarray:
-        length = _shrunk_means(pair, tokens_out, w * inverse, n_models, n_categories, ASSUMED_OUTPUT_TOKENS)[codes]
+        length = _answer_lengths(model, category, tokens_out, w * inverse, n_models, n_categories)[codes]
         per_category = np.bincount(category, weights=w, minlength=n_categories)
         always = price_in * (w @ tokens_in) + price_out * (length @ per_category)
         served = w @ cost
@@ -118,8 +121,8 @@ def spend_if_always(traffic: Traffic, prices: dict[str, tuple[float, float]], re
     k = len(names)
     models = {}
     for j, name in enumerate(names):
-        note = "" if seen[j] else (f"{name} answered no request here: its answers are assumed to be "
-                                   f"{ASSUMED_OUTPUT_TOKENS} tokens long")
+        note = "" if seen[j] else (f"{name} answered no request here: its answers are assumed to be as long "
+                                   "as the other models' in each category")
         models[name] = {
             "spend_usd": Estimate(*_finite(point[j], low[j], high[j]), n=int(rows.size), note=note),
             "savings": Estimate(*_finite(point[k + j], low[k + j], high[k + j]), n=int(rows.size), note=note),
@@ -193,6 +196,23 @@ def _shrunk_means(pair: np.ndarray, values: np.ndarray, weights: np.ndarray, n_m
     counts = np.bincount(pair, weights=weights, minlength=size).reshape(n_models, n_categories)
     model_mean = (sums.sum(axis=1) + SHRINK * default) / (counts.sum(axis=1) + SHRINK)
     return (sums + SHRINK * model_mean[:, None]) / (counts + SHRINK)
+
+
+def _answer_lengths(model: np.ndarray, category: np.ndarray, tokens: np.ndarray, weights: np.ndarray,
+                    n_models: int, n_categories: int) -> np.ndarray:
+    """Expected answer length per (model, category): the model's weighted mean there, pulled towards
+    ``scale[model] * level[category]``, a multiplicative model fitted to every answer by alternating
+    weighted means (:data:`LENGTH_FIT_ROUNDS` rounds; each part pulled towards ``ASSUMED_OUTPUT_TOKENS`` or 1)."""
+    pair = model * n_categories + category
+    size = n_models * n_categories
+    sums = np.bincount(pair, weights=weights * tokens, minlength=size).reshape(n_models, n_categories)
+    counts = np.bincount(pair, weights=weights, minlength=size).reshape(n_models, n_categories)
+    prior = SHRINK * ASSUMED_OUTPUT_TOKENS
+    scale = np.ones(n_models)
+    for _ in range(LENGTH_FIT_ROUNDS):
+        level = (sums.sum(axis=0) + prior) / (scale @ counts + SHRINK)
+        scale = (sums.sum(axis=1) + prior) / (counts @ level + prior)
+    return (sums + SHRINK * scale[:, None] * level[None, :]) / (counts + SHRINK)
 
 
 def _inverse_propensity(traffic: Traffic, rows: np.ndarray) -> np.ndarray:

@@ -80,6 +80,15 @@ def parse_rating(text: str, *, lenient: bool = True) -> float:
     return rating
 
 
+def rating_quality(rating: float) -> float:
+    """The quality in [0, 1] of a 1-10 rating: ``(rating - 1) / 9``.
+
+    >>> rating_quality(1), rating_quality(7), rating_quality(10)
+    (0.0, 0.6666666666666666, 1.0)
+    """
+    return (float(rating) - 1.0) / 9.0
+
+
 class LLMJudge(Scorer):
     """A 1-10 rating from an LLM behind any OpenAI-compatible ``POST {base_url}/chat/completions``.
 
@@ -147,6 +156,17 @@ class LLMJudge(Scorer):
 
     def rating(self, response: str, reference: str | None = None, *, question: str | None = None) -> float:
         """The judge's 1-10 rating of ``response``."""
+        answer = self.ask(response, reference, question=question)
+        if not answer.strip():
+            raise CrossroadsError(f"judge {self._url} answered with no text")
+        return parse_rating(answer, lenient=self.lenient)
+
+    def ask(self, response: str, reference: str | None = None, *, question: str | None = None) -> str:
+        """The judge's whole answer about ``response`` (empty if it gave no text), before any rating is read.
+
+        Raises CrossroadsError when the judge cannot be reached or does not answer in the
+        chat-completions format; a missing rating is for the caller to find (:func:`parse_rating`).
+        """
         messages = [{"role": "user", "content": self.prompt(response, reference, question)}]
         if self.system_prompt:
             messages.insert(0, {"role": "system", "content": self.system_prompt})
@@ -156,11 +176,10 @@ class LLMJudge(Scorer):
             "temperature": self.temperature,
             "max_tokens": self.max_tokens,
         }
-        answer = self._answer(self.endpoint.post("chat/completions", payload, model=self.model))
-        return parse_rating(answer, lenient=self.lenient)
+        return self._answer(self.endpoint.post("chat/completions", payload, model=self.model))
 
     def _score(self, response: str, reference: str | None, question: str | None) -> float:
-        return (self.rating(response, reference, question=question) - 1.0) / 9.0
+        return rating_quality(self.rating(response, reference, question=question))
 
     def close(self) -> None:
         """Close the connection pool (it reopens if the judge is used again)."""
@@ -178,7 +197,9 @@ class LLMJudge(Scorer):
                 f"judge {self._url} did not answer in the chat-completions format "
                 f"(expected choices[0].message.content; problem: {error!r}): {response.text[:200]!r}"
             ) from None
-        if not isinstance(content, str) or not content.strip():
+        if content is None:  # e.g. a reasoning model that spent its tokens thinking
+            return ""
+        if not isinstance(content, str):
             raise CrossroadsError(f"judge {self._url} answered with no text: {response.text[:200]!r}")
         return content
 

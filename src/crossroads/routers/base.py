@@ -182,15 +182,28 @@ class Router(ABC):
 def read_router_file(path: str | Path) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """Header and arrays of a saved router, with a clear error for a wrong or corrupt file."""
     path = Path(path)
+    train = (f"train one with `crossroads train --router NAME --out {path.stem}.npz`, or name `default` for the "
+             "pretrained default router")
     if not path.is_file():
-        raise CrossroadsError(f"{path}: no such router file; train one with `crossroads train --router NAME --out "
-                              f"{path.stem}.npz`, or name `default` for the pretrained default router")
+        what = "is a directory, not a router file" if path.is_dir() else "no such router file"
+        raise CrossroadsError(f"{path}: {what}; {train}")
+    try:
+        with open(path, "rb") as file:
+            magic = file.read(4)
+    except OSError as exc:
+        raise CrossroadsError(f"{path}: cannot read the router file ({exc.strerror or exc}); check its permissions") from None
+    if magic != b"PK\x03\x04":  # Router.save writes an .npz, a zip archive; anything else is some other file
+        raise CrossroadsError(f"{path}: not a crossroads router file or corrupt (not the .npz archive "
+                              f"`crossroads train --out` writes); {train}")
     try:
         with np.load(path, allow_pickle=False) as data:
             header = json.loads(str(data["__header__"]))
             arrays = {key: data[key] for key in data.files if key != "__header__"}
     except Exception as exc:  # zip, json or key errors all mean the same to the user
-        raise CrossroadsError(f"{path}: not a crossroads router file or corrupt ({exc})") from None
+        reason = "it holds pickled objects" if "pickle" in str(exc) else str(exc)
+        raise CrossroadsError(f"{path}: not a crossroads router file or corrupt ({reason}); {train}") from None
+    if not isinstance(header, dict) or "router" not in header:
+        raise CrossroadsError(f"{path}: an .npz archive, but not a crossroads router file (no router header); {train}")
     if header.get("format_version") != FORMAT_VERSION:
         raise CrossroadsError(
             f"{path}: router file format {header.get('format_version')!r}, this crossroads reads {FORMAT_VERSION}"

@@ -21,6 +21,7 @@ from typing import Any
 
 import anyio
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
@@ -28,7 +29,7 @@ from starlette.routing import Route
 from crossroads.errors import CrossroadsError
 from crossroads.serve.config import ServeConfig, load_config
 from crossroads.serve.gateway import AllModelsFailed, Gateway
-from crossroads.serve.requests import BadRequest, parse_chat_request
+from crossroads.serve.requests import MAX_NAME_CHARS, BadJSON, BadRequest, parse_chat_request, parse_json_body
 from crossroads.serve.routing import UnknownRoute
 from crossroads.store import DuplicateFeedbackError, UnknownDecisionError
 
@@ -50,8 +51,14 @@ class HTTPError(Exception):
 
 
 def error_response(error: HTTPError) -> JSONResponse:
-    body = {"error": {"message": error.message, "type": error.kind, "param": error.param, "code": error.code}}
+    body = {"error": {"message": _printable(error.message), "type": error.kind, "param": _printable(error.param),
+                      "code": error.code}}
     return JSONResponse(body, status_code=error.status, headers=error.headers)
+
+
+def _printable(text: str | None) -> str | None:
+    """``text`` encodable as UTF-8: a message may quote what the client sent, lone surrogates included."""
+    return None if text is None else text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 class RateLimiter:
@@ -78,6 +85,7 @@ class Server:
 
     def __init__(self, gateway: Gateway, config_path: str | None = None):
         self.config_path = config_path
+        self.router_overrides: dict[str, str] = {}  # route -> router file set by /admin/reload, kept for later reloads
         self._use(gateway)
 
     def _use(self, gateway: Gateway) -> None:
@@ -98,12 +106,12 @@ class Server:
                        else "name an environment variable holding the admin key in the config's "
                        "security.admin_key_env and set it")
                 raise HTTPError(403, f"admin endpoints are disabled: {how}", "permission_error")
-            if token is None or not hmac.compare_digest(token, admin_key):
+            if token is None or not _same_key(token, admin_key):
                 raise HTTPError(401, "this endpoint needs the admin key as a bearer token", "authentication_error",
                                 "invalid_api_key")
             return "admin"
         keys = security.client_keys()
-        if keys and (token is None or not any(hmac.compare_digest(token, key) for key in keys)):
+        if keys and (token is None or not any(_same_key(token, key) for key in keys)):
             raise HTTPError(401, "missing or wrong API key: send `Authorization: Bearer <key>` with a key this "
                             "server accepts", "authentication_error", "invalid_api_key")
         who = token or (request.client.host if request.client else "?")
@@ -128,15 +136,15 @@ class Server:
                 raise HTTPError(413, f"request body exceeds the limit of {limit} bytes (security.max_body_bytes)",
                                 "invalid_request_error", "request_too_large")
         try:
-            return json.loads(raw)
-        except ValueError as error:
-            raise HTTPError(400, f"the request body is not valid JSON ({error})", "invalid_request_error",
-                            "invalid_json") from None
+            return parse_json_body(bytes(raw), self.config.security.max_json_depth)
+        except BadJSON as error:
+            raise HTTPError(400, str(error), "invalid_request_error", "invalid_json", error.param) from None
 
     # -- endpoints ----------------------------------------------------------------------
     async def chat(self, request: Request) -> Response:
         self.client(request)
-        chat = parse_chat_request(await self.json_body(request), self.config.route_on)
+        chat = parse_chat_request(await self.json_body(request), self.config.route_on,
+                                  self.config.security.max_messages)
         if not chat.stream:
             choice, answer = await self.gateway.complete(chat)
             request.state.access = {"route": choice.route, "model": answer["model"],
@@ -160,7 +168,8 @@ class Server:
             if not isinstance(body["prompt"], str):
                 raise BadRequest("`prompt` must be a string", "prompt")
             body = {**body, "messages": [{"role": "user", "content": body.pop("prompt")}]}
-        choice = await self.gateway.decide(parse_chat_request(body, self.config.route_on))
+        choice = await self.gateway.decide(parse_chat_request(body, self.config.route_on,
+                                                              self.config.security.max_messages))
         return JSONResponse(choice.to_dict(), headers=_decision_headers(choice.decision_id, choice.model))
 
     async def feedback(self, request: Request) -> Response:
@@ -172,6 +181,9 @@ class Server:
         if unknown:
             raise BadRequest(f"unknown feedback fields {unknown}; send decision_id and reward or quality "
                              "(payload: any JSON you want kept with it)")
+        if isinstance(body.get("decision_id"), str) and len(body["decision_id"]) > MAX_NAME_CHARS:
+            raise BadRequest(f"`decision_id` is {len(body['decision_id'])} characters long; decision ids (the "
+                             f"x-crossroads-decision-id header) have at most {MAX_NAME_CHARS}", "decision_id")
         result = await anyio.to_thread.run_sync(
             lambda: self.gateway.feedback(body.get("decision_id"), body.get("reward"), body.get("quality"),
                                           body.get("payload"))
@@ -211,18 +223,56 @@ class Server:
         if self.config_path is None:
             raise HTTPError(409, "this server runs on the embedded default (no --config file): nothing to reload",
                             "invalid_request_error", "no_config_file")
+        overrides = await self._router_overrides(request)
         config = load_config(self.config_path)  # a mistake: 400, and the running config stays
         config = self._keep_running_parts(config)
+        kept = {**self.router_overrides, **overrides}
+        config = await anyio.to_thread.run_sync(lambda: _with_router_files(config, kept, set(overrides)))
         old = self.gateway
         await anyio.to_thread.run_sync(old.learners.snapshot, old.store)
         new = await anyio.to_thread.run_sync(
             lambda: Gateway(config, store=old.store, http_client=old.http_client, metrics=old.metrics))
         self._use(new)
+        self.router_overrides = {name: path for name, path in kept.items()
+                                 if name in {route.name for route in config.routes}}
         asyncio.get_running_loop().call_later(RELOAD_GRACE_S, lambda: asyncio.ensure_future(old.close_providers()))
-        log.warning("reloaded %s: models %s, routes %s", self.config_path, config.model_names,
-                    [route.name for route in config.routes])
-        return JSONResponse({"reloaded": self.config_path, "models": config.model_names,
-                             "routes": [route.name for route in config.routes]})
+        log.warning("reloaded %s: models %s, routes %s%s", self.config_path, config.model_names,
+                    [route.name for route in config.routes],
+                    f"; router files set by /admin/reload: {self.router_overrides}" if self.router_overrides else "")
+        body = {"reloaded": self.config_path, "models": config.model_names,
+                "routes": [route.name for route in config.routes]}
+        if self.router_overrides:
+            body["router_files"] = {route.name: route.router_file for route in config.routes if route.router_file}
+            body["overrides"] = dict(self.router_overrides)
+            body["config_file_changed"] = False
+            body["note"] = (f"router files set here override {self.config_path} until this server stops; put them "
+                            "in the config file to keep them after a restart")
+        return JSONResponse(body)
+
+    async def _router_overrides(self, request: Request) -> dict[str, str]:
+        """The optional body ``{"routes": {ROUTE: {"router_file": "/abs/path.npz"}}}`` of a reload, checked."""
+        declared = request.headers.get("content-length")
+        if declared in (None, "0") and "transfer-encoding" not in request.headers:
+            return {}
+        body = await self.json_body(request)
+        if body is None or body == {}:
+            return {}
+        shape = 'send {"routes": {"ROUTE": {"router_file": "/absolute/path.npz"}}} or no body'
+        routes = body.get("routes") if isinstance(body, dict) else None
+        if not isinstance(routes, dict) or set(body) != {"routes"}:
+            raise HTTPError(400, f"reload body: {shape}", "invalid_request_error", param="routes")
+        overrides = {}
+        for name, values in routes.items():
+            path = values.get("router_file") if isinstance(values, dict) else None
+            if not isinstance(path, str) or set(values) != {"router_file"}:
+                raise HTTPError(400, f"reload body: routes.{name}: {shape}", "invalid_request_error",
+                                param=f"routes.{name}")
+            if not path.startswith("/"):
+                raise HTTPError(400, f"reload body: routes.{name}.router_file {path!r} is relative: give the "
+                                "absolute path of the router file (the server resolves nothing against the caller's "
+                                "directory)", "invalid_request_error", param=f"routes.{name}.router_file")
+            overrides[name] = path
+        return overrides
 
     def _keep_running_parts(self, config: ServeConfig) -> ServeConfig:
         """``config`` with the running store and local model servers, which a reload cannot replace."""
@@ -297,6 +347,52 @@ class Server:
         return run
 
 
+def _with_router_files(config: ServeConfig, router_files: dict[str, str], new: set[str]) -> ServeConfig:
+    """``config`` with the routes of ``router_files`` using those files; the ``new`` ones must exist in the config,
+    load, and predict for every model of their route (a kept override whose route is gone is dropped)."""
+    from crossroads.routers import load_router
+
+    routes = {route.name: route for route in config.routes}
+    unknown = sorted(name for name in new if name not in routes)
+    if unknown:
+        raise HTTPError(400, f"reload body names routes the config does not have: {', '.join(unknown)}; its routes "
+                        f"are {', '.join(routes) or 'none'}", "invalid_request_error", param="routes")
+    replaced = []
+    for route in config.routes:
+        path = router_files.get(route.name)
+        if path is None:
+            replaced.append(route)
+            continue
+        if route.name in new:
+            if route.router_file is None:
+                raise HTTPError(400, f"route {route.name!r} decides with the learner {route.learner}, not a router "
+                                "file: only a route with a router_file can have it replaced", "invalid_request_error",
+                                param=f"routes.{route.name}.router_file")
+            try:
+                router = load_router(path)
+            except CrossroadsError as error:
+                raise HTTPError(400, f"routes.{route.name}.router_file: {error}", "invalid_request_error",
+                                param=f"routes.{route.name}.router_file") from None
+            models = list(route.models) or config.model_names
+            missing = [m for m in models if m not in router.models_]
+            if missing and not router.open_pool:
+                raise HTTPError(400, f"routes.{route.name}.router_file {path}: the {router.name} router predicts for "
+                                f"{', '.join(router.models_)}, not for {', '.join(missing)} of the route's models; "
+                                "train it on the route's models", "invalid_request_error",
+                                param=f"routes.{route.name}.router_file")
+        replaced.append(dataclasses.replace(route, router_file=path))
+    return dataclasses.replace(config, routes=tuple(replaced))
+
+
+def _same_key(token: str, key: str) -> bool:
+    """Whether a bearer token is ``key``, compared as bytes in constant time.
+
+    Header values arrive decoded as latin-1 and keys from the environment may hold any
+    character; ``hmac.compare_digest`` refuses non-ASCII text, so both go back to bytes.
+    """
+    return hmac.compare_digest(token.encode("latin-1", "replace"), key.encode("utf-8", "surrogateescape"))
+
+
 def _bearer(request: Request) -> str | None:
     value = request.headers.get("authorization", "")
     scheme, _, token = value.partition(" ")
@@ -332,6 +428,22 @@ def make_app(gateway: Gateway, config_path: str | None = None) -> Starlette:
         ("/admin/reload", "admin_reload", server.reload, ["POST"]),
     ]
     routes = [Route(path, server.endpoint(name, handler), methods=methods) for path, name, handler, methods in endpoints]
-    app = Starlette(routes=routes, lifespan=lifespan)
+
+    async def starlette_error(request: Request, error: Exception) -> Response:
+        """Starlette's own answers (no such path, wrong method) in OpenAI's error shape."""
+        assert isinstance(error, StarletteHTTPException)
+        known = ", ".join(f"{' '.join(methods)} {path}" for path, _, _, methods in endpoints)
+        if error.status_code == 404:
+            message, code = f"no endpoint {request.url.path}; this server has: {known}", "not_found"
+        elif error.status_code == 405:
+            allow = {key.lower(): value for key, value in (error.headers or {}).items()}.get("allow")
+            message = f"{request.method} is not allowed on {request.url.path}; use {allow or 'another method'}"
+            code = "method_not_allowed"
+        else:
+            message, code = str(error.detail), None
+        return error_response(HTTPError(error.status_code, message, "invalid_request_error", code,
+                                        headers=dict(error.headers or {})))
+
+    app = Starlette(routes=routes, lifespan=lifespan, exception_handlers={StarletteHTTPException: starlette_error})
     app.state.server = server
     return app

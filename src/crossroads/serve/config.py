@@ -29,6 +29,21 @@ ROUTE_ON = ("last_message", "conversation")
 
 
 @dataclass(frozen=True)
+class ShadowConfig:
+    """A route's shadow traffic: for ``share`` of its requests, other models answer too, in the background.
+
+    Every model of ``models`` (default: all the route's candidates) except the one that served
+    is called after the client has its answer; what each did is stored as a shadow outcome,
+    never returned.  Once a UTC day's shadow spend of the route reaches ``max_usd_per_day``
+    (None: no cap), no more shadow calls that day.  See ``crossroads.serve.shadow``.
+    """
+
+    share: float  # share of requests also sent to the other models, in [0, 1]
+    models: tuple[str, ...] = ()  # empty: the route's candidates
+    max_usd_per_day: float | None = None
+
+
+@dataclass(frozen=True)
 class RouteConfig:
     """A named route: an online learner or a trained router, an objective, and its models.
 
@@ -40,6 +55,8 @@ class RouteConfig:
     keeps one learner per session id (PickLLM's sessions).  ``explore`` is the share of
     requests answered by a candidate drawn uniformly instead of the route's choice, so that
     a deterministic route's log still supports off-policy estimates of other policies.
+    ``shadow`` (:class:`ShadowConfig`) also calls other models on a share of requests, for
+    their outcomes alone.
     """
 
     name: str
@@ -50,6 +67,7 @@ class RouteConfig:
     models: tuple[str, ...] = ()  # empty: the whole pool
     key: str = "none"
     explore: float = 0.0  # share of requests sent to a uniformly drawn candidate, in [0, 1)
+    shadow: ShadowConfig | None = None
 
 
 @dataclass(frozen=True)
@@ -67,9 +85,17 @@ class SecurityConfig:
 
     api_keys_env: str | None = None  # comma-separated client keys; unset or empty: no client auth
     admin_key_env: str | None = None  # admin endpoints are refused while this is unset
-    max_body_bytes: int = 1_000_000
+    max_body_bytes: int = 1_000_000  # a bigger body gets 413 before it is read whole
+    max_messages: int = 2048  # messages in one chat request (OpenAI's own limit)
+    max_json_depth: int = 64  # nesting of arrays and objects in a request body
     rate_limit_per_s: float | None = None  # per client key (or per address without keys)
     rate_burst: int = 20
+
+    def __post_init__(self) -> None:
+        for name in ("max_body_bytes", "max_messages", "max_json_depth"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise CrossroadsError(f"config: security.{name} must be an integer >= 1, got {value!r}")
 
     def client_keys(self) -> set[str]:
         raw = os.environ.get(self.api_keys_env, "") if self.api_keys_env else ""
@@ -116,6 +142,8 @@ class ServeConfig:
                     raise CrossroadsError(
                         f"config: route {route.name!r} names model {model!r}, which is not in `models` ({', '.join(names)})"
                     )
+            if route.shadow is not None:
+                _check_shadow(route, names)
         if self.default_route is not None and self.default_route not in routes + names:
             raise CrossroadsError(
                 f"config: default_route {self.default_route!r} is neither a route ({', '.join(routes) or 'none'}) "
@@ -233,6 +261,9 @@ def _route(name: Any, item: Any) -> RouteConfig:
     if learner is None and router_file is None:
         raise CrossroadsError(f"config: routes.{name} needs a `learner`, a `router_file`, or both (a learner that "
                               "starts from the router's predictions)")
+    if router_file is not None and (not isinstance(router_file, str) or not router_file.strip()):
+        raise CrossroadsError(f"config: routes.{name}.router_file must be the path of a router file written by "
+                              f"`crossroads train --out`, or `default`; got {router_file!r}")
     try:  # a wrong learner, rule or objective fails now, not at the first request
         if learner is not None:
             spec = LEARNERS.spec(str(learner))
@@ -250,9 +281,50 @@ def _route(name: Any, item: Any) -> RouteConfig:
         raise CrossroadsError(f"config: routes.{name}: `rule` decides among a router's predictions; on a learner "
                               "route the learner decides (drop `rule`)")
     values["models"] = tuple(_list(values.get("models", []), f"routes.{name}.models"))
+    if "shadow" in values:
+        values["shadow"] = _shadow(name, values["shadow"])
     if values.get("key", "none") not in ROUTE_KEYS:
         raise CrossroadsError(f"config: routes.{name}.key must be one of {', '.join(ROUTE_KEYS)}")
     return RouteConfig(name=name, **values)
+
+
+def _shadow(name: str, item: Any) -> ShadowConfig | None:
+    if item is None:
+        return None
+    where = f"routes.{name}.shadow"
+    values = _only(item, ShadowConfig, where)
+    if "share" not in values:
+        raise CrossroadsError(f"config: {where} needs a `share`: the share of requests also sent to the other "
+                              "models, e.g. {share: 0.02}")
+    if "models" in values:
+        values["models"] = tuple(_list(values["models"], f"{where}.models"))
+    return ShadowConfig(**values)
+
+
+def _check_shadow(route: RouteConfig, names: list[str]) -> None:
+    """The checks of ``route.shadow`` (``names``: the pool's models), as config errors."""
+    shadow, where = route.shadow, f"config: routes.{route.name}.shadow"
+    assert shadow is not None
+    try:
+        check_fraction(shadow.share, "share")
+    except CrossroadsError as error:
+        raise CrossroadsError(f"{where}: {error} (the share of requests also sent to the other models, "
+                              "e.g. 0.02)") from None
+    cap = shadow.max_usd_per_day
+    if cap is not None and (isinstance(cap, bool) or not isinstance(cap, (int, float)) or not math.isfinite(cap)
+                            or cap < 0):
+        raise CrossroadsError(f"{where}: max_usd_per_day must be a number >= 0 (US$ a UTC day of shadow calls may "
+                              f"cost; leave it out for no cap), got {cap!r}")
+    pool = list(route.models) or names
+    for model in shadow.models:
+        if model not in names:
+            raise CrossroadsError(f"{where}: models names {model!r}, which is not in `models` ({', '.join(names)})")
+        if model not in pool:
+            raise CrossroadsError(f"{where}: models names {model!r}, which is not among the route's models "
+                                  f"({', '.join(pool)}); add it to routes.{route.name}.models or drop it here")
+    duplicates = sorted({model for model in shadow.models if shadow.models.count(model) > 1})
+    if duplicates:
+        raise CrossroadsError(f"{where}: models {duplicates} are listed more than once")
 
 
 def _only(values: Any, cls: type, where: str) -> dict[str, Any]:

@@ -7,6 +7,7 @@ decide, fall back, price and record identically.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import time
@@ -24,6 +25,7 @@ from crossroads.serve.learning import RouteLearners
 from crossroads.serve.metrics import Metrics
 from crossroads.serve.requests import BadRequest, ChatRequest, message_text
 from crossroads.serve.routing import Choice, Routes
+from crossroads.serve.shadow import ShadowCalls
 from crossroads.store import UnknownDecisionError, open_store
 from crossroads.upstream.providers import UpstreamError, make_provider
 
@@ -82,7 +84,8 @@ class Gateway:
 
     ``http_client`` (an ``httpx.AsyncClient``) carries every upstream call, the seam where
     tests put :class:`crossroads.upstream.fake.FakeUpstream`; ``embedder`` replaces the
-    config's embedder.
+    config's embedder.  Routes with ``shadow`` also call other models in the background
+    after the answer (``self.shadow``, :mod:`crossroads.serve.shadow`).
     """
 
     def __init__(self, config: ServeConfig, store: Any = None, http_client: Any = None,
@@ -96,6 +99,7 @@ class Gateway:
         self.routes.load_routers()
         self.metrics = metrics or Metrics()
         self.health = Health(config.cooldown_s, config.failures_before_cooldown)
+        self.shadow = ShadowCalls(config, self.providers, self.store, self.metrics)
         self.learners.restore(self.store)
         self.store.record_pool({model.name: (model.price_per_mtok_in, model.price_per_mtok_out)
                                 for model in config.models})
@@ -138,6 +142,7 @@ class Gateway:
             answer["model"] = model
             answer["crossroads"] = {**choice.to_dict(), "model": model, "cost_usd": outcome["cost_usd"],
                                     "fallbacks_used": len(attempts.errors)}
+            self.shadow.after_answer(choice.decision_id, choice.route, request, model)
             return choice, answer
         self._finish(attempts, request, {}, "", "failed")
         raise AllModelsFailed(choice, attempts.errors)
@@ -156,7 +161,7 @@ class Gateway:
                 self._failed(attempts, model, error)
                 continue
             attempts.ttft_s = time.perf_counter() - attempts.started_s
-            self._succeeded(attempts, model)
+            attempts.model = model  # healthy once the stream ends well: it may still break (see _relay)
             return choice, self._relay(request, attempts, first, chunks)
         self._finish(attempts, request, {}, "", "failed")
         raise AllModelsFailed(choice, attempts.errors)
@@ -175,14 +180,21 @@ class Gateway:
                 yield chunk
                 chunk = await chunks.__anext__()
         except StopAsyncIteration:
-            pass
+            self.health.succeeded(model)
         except UpstreamError as error:
             status = "broken"
+            log.warning("decision %s: %s", attempts.choice.decision_id, error)
+            self.health.failed(model)  # a model that breaks mid-answer cools down like one that fails at once
             self.metrics.errors.labels(model, error.kind).inc()
             yield {"error": {"message": f"{error}; the answer above is incomplete", "type": "upstream_error",
                              "code": "stream_broken"}}
+        except (GeneratorExit, asyncio.CancelledError):  # the client went away before the end
+            status = "disconnected"
+            raise
         finally:
             self._finish(attempts, request, usage, "".join(texts), status)
+            if status in ("ok", "broken"):  # the client read the stream to its end
+                self.shadow.after_answer(attempts.choice.decision_id, attempts.choice.route, request, model)
 
     def _body(self, request: ChatRequest, model: str) -> dict[str, Any]:
         config = self.config.model(model)
@@ -296,6 +308,7 @@ class Gateway:
             await provider.aclose()
 
     async def aclose(self) -> None:
+        await self.shadow.aclose()  # before the providers close: shadow calls in flight use them
         await self.close_providers()
         self.learners.snapshot(self.store)
         self.store.close()

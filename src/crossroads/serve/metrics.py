@@ -30,6 +30,15 @@ class Metrics:
         self.errors = Counter("crossroads_upstream_errors", "failed upstream calls by model and kind", ["model", "kind"], registry=r)
         self.fallbacks = Counter("crossroads_fallbacks", "calls that moved on to the next model", ["from_model", "to_model"], registry=r)
         self.feedback = Counter("crossroads_feedback", "feedback received, by route", ["route"], registry=r)
+        # shadow calls (crossroads.serve.shadow): other models answering in the background, never returned
+        self.shadow_calls = Counter("crossroads_shadow_calls", "shadow calls by route, model and status (ok, error, "
+                                    "cancelled)", ["route", "model", "status"], registry=r)
+        self.shadow_cost = Counter("crossroads_shadow_cost_usd", "cost in US$ of shadow calls", ["route", "model"],
+                                   registry=r)
+        self.shadow_latency = Histogram("crossroads_shadow_latency_seconds", "shadow call time, total", ["model"],
+                                        buckets=LATENCY_BUCKETS_S, registry=r)
+        self.shadow_skipped = Counter("crossroads_shadow_skipped", "shadow calls not made: the daily cap was reached "
+                                      "(cap) or too many were in flight (busy)", ["route", "reason"], registry=r)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -107,6 +107,8 @@ TRAFFIC_COLUMNS = tuple(TRAFFIC)
 TRAFFIC_COLUMNS_SQL = tuple(TRAFFIC.values())
 #: Rows per chunk of :meth:`Store.traffic`.
 TRAFFIC_CHUNK_ROWS = 50_000
+#: Answers per page of :meth:`Store.labelling_work` (each is judged by an LLM: pages need not be big).
+LABELLING_CHUNK_ROWS = 500
 
 
 class DuplicateFeedbackError(CrossroadsError):
@@ -373,6 +375,135 @@ class Store:
         self.flush()
         return [route for (route,) in self._db.execute("SELECT DISTINCT route FROM decisions ORDER BY route")]
 
+    # -- shadow spend (synchronous) ---------------------------------------------------------
+    def shadow_spend(self, *, route: str | None = None, since_s: float | None = None,
+                     until_s: float | None = None) -> dict[str, dict[str, float | int]]:
+        """Shadow calls per model for the decisions made in ``[since_s, until_s)`` (on ``route``).
+
+        Each model maps to ``calls``, ``errors`` (calls whose status is not ok) and ``spend_usd``
+        (calls of unknown cost count nothing).  Daily caps and ``crossroads report`` read it.
+        """
+        self.flush()
+        where, params = ["1 = 1"], []
+        for clause, value in (("d.route = ?", route), ("d.created_s >= ?", since_s), ("d.created_s < ?", until_s)):
+            if value is not None:
+                where.append(clause)
+                params.append(value)
+        rows = self._db.execute(
+            "SELECT s.model, COUNT(*), SUM(CASE WHEN s.status = 'ok' THEN 0 ELSE 1 END), SUM(s.cost_usd) "
+            "FROM shadow_outcomes s JOIN decisions d ON d.decision_id = s.decision_id "
+            f"WHERE {' AND '.join(where)} GROUP BY s.model ORDER BY s.model", params)
+        return {model: {"calls": int(calls), "errors": int(errors or 0), "spend_usd": float(spend or 0.0)}
+                for model, calls, errors, spend in rows}
+
+    # -- labelling work (for `crossroads label`) ---------------------------------------------
+    def labelling_work(self, source: str, *, route: str | None = None,
+                       chunk_rows: int = LABELLING_CHUNK_ROWS) -> Iterator[list[tuple]]:
+        """The answers ``source`` has not judged yet, in lists of (decision_id, model, prompt, response).
+
+        ``model`` is None for the answer the client was served, the shadow model's name for a
+        shadow outcome's.  Only decisions stored with their prompt and answers stored with their
+        text count.  In (created_s, decision_id, model) order, read one page at a time from the
+        last key seen (no cursor stays open between pages), so the caller may store feedback
+        while it iterates; answers judged meanwhile drop out of later pages.
+        """
+        self.flush()
+        where_route, route_params = ("AND d.route = ?", [route]) if route is not None else ("", [])
+        union = (
+            "SELECT d.decision_id, CAST(NULL AS TEXT) AS model, '' AS model_key, d.prompt, o.response, d.created_s "
+            "FROM decisions d JOIN outcomes o ON o.decision_id = d.decision_id "
+            f"WHERE d.prompt IS NOT NULL AND o.response IS NOT NULL {where_route} AND NOT EXISTS (SELECT 1 FROM "
+            f"feedback f WHERE f.decision_id = d.decision_id AND COALESCE(f.source, '{USER_SOURCE}') = ? "
+            "AND f.model IS NULL) "
+            "UNION ALL SELECT d.decision_id, s.model, s.model, d.prompt, s.response, d.created_s "
+            "FROM decisions d JOIN shadow_outcomes s ON s.decision_id = d.decision_id "
+            f"WHERE d.prompt IS NOT NULL AND s.response IS NOT NULL {where_route} AND NOT EXISTS (SELECT 1 FROM "
+            f"feedback f WHERE f.decision_id = d.decision_id AND COALESCE(f.source, '{USER_SOURCE}') = ? "
+            "AND f.model = s.model)")
+        params = [*route_params, source, *route_params, source]
+        after: tuple | None = None
+        while True:
+            page = "" if after is None else "WHERE (w.created_s, w.decision_id, w.model_key) > (?, ?, ?) "
+            rows = self._db.execute(
+                f"SELECT w.decision_id, w.model, w.prompt, w.response, w.created_s, w.model_key FROM ({union}) w "
+                f"{page}ORDER BY w.created_s, w.decision_id, w.model_key LIMIT ?",
+                [*params, *(after or ()), int(chunk_rows)])
+            if not rows:
+                return
+            after = (rows[-1][4], rows[-1][0], rows[-1][5])
+            yield [row[:4] for row in rows]
+            if len(rows) < chunk_rows:
+                return
+
+    def labelling_counts(self, source: str, *, route: str | None = None) -> dict[str, int]:
+        """Where the decisions (on ``route``) stand for labelling by ``source``.
+
+        ``decisions``; ``no_prompt``: decisions stored without their prompt; ``no_text``: answers
+        (served or shadow) of decisions with a prompt but stored without text (failed calls, or a
+        decision never carried out); ``answers``: answers with text; ``labelled``: those of them
+        ``source`` has judged already.
+        """
+        self.flush()
+        where_route, route_params = ("AND d.route = ?", [route]) if route is not None else ("", [])
+        (decisions, no_prompt), = self._db.execute(
+            f"SELECT COUNT(*), SUM(CASE WHEN d.prompt IS NULL THEN 1 ELSE 0 END) FROM decisions d "
+            f"WHERE 1 = 1 {where_route}", route_params)
+        judged = (f"EXISTS (SELECT 1 FROM feedback f WHERE f.decision_id = d.decision_id AND "
+                  f"COALESCE(f.source, '{USER_SOURCE}') = ? AND COALESCE(f.model, '') = {{model}})")
+        counts = {"decisions": int(decisions), "no_prompt": int(no_prompt or 0), "no_text": 0, "answers": 0,
+                  "labelled": 0}
+        for table, model in (("outcomes", "''"), ("shadow_outcomes", "a.model")):
+            join = "LEFT JOIN" if table == "outcomes" else "JOIN"  # a decision without an outcome has no answer
+            (no_text, answers, labelled), = self._db.execute(
+                "SELECT SUM(CASE WHEN a.response IS NULL THEN 1 ELSE 0 END), "
+                "SUM(CASE WHEN a.response IS NULL THEN 0 ELSE 1 END), "
+                f"SUM(CASE WHEN a.response IS NOT NULL AND {judged.format(model=model)} THEN 1 ELSE 0 END) "
+                f"FROM decisions d {join} {table} a ON a.decision_id = d.decision_id "
+                f"WHERE d.prompt IS NOT NULL {where_route}", [source, *route_params])
+            counts["no_text"] += int(no_text or 0)
+            counts["answers"] += int(answers or 0)
+            counts["labelled"] += int(labelled or 0)
+        return counts
+
+    # -- the log as a dataset (crossroads logs export; see crossroads.store.export) -------------
+    def logged_answers(self, *, route: str | None = None, since_s: float | None = None,
+                       until_s: float | None = None, quality_from: str = "any",
+                       chunk_rows: int = TRAFFIC_CHUNK_ROWS) -> Iterator[list[tuple]]:
+        """Every decision made in ``[since_s, until_s)`` (on ``route``) with its outcome and its answer's label.
+
+        Yields chunks of tuples ``(decision_id, route, chosen, propensity, category, prompt, model,
+        status, cost_usd, latency_s, response, quality)`` in ``created_s`` order; the outcome's
+        columns are None for a decision never carried out.  ``quality`` is that of the first labelled
+        feedback on the served answer picked by ``quality_from`` (see :func:`_label_sql`).
+        """
+        self.flush()
+        labels, label_params = _label_sql(quality_from)
+        where, params = _window_sql(route, since_s, until_s)
+        sql = ("SELECT d.decision_id, d.route, d.model, d.probability, d.category, d.prompt, o.model, o.status, "
+               "o.cost_usd, o.latency_s, o.response, f.quality FROM decisions d "
+               "LEFT JOIN outcomes o ON o.decision_id = d.decision_id "
+               f"LEFT JOIN ({labels}) q ON q.decision_id = d.decision_id AND q.answer = '' "
+               f"LEFT JOIN feedback f ON f.seq = q.seq WHERE {where} ORDER BY d.created_s, d.decision_id")
+        yield from self._db.stream(sql, [*label_params, *params], chunk_rows)
+
+    def logged_shadow_answers(self, *, route: str | None = None, since_s: float | None = None,
+                              until_s: float | None = None, quality_from: str = "any",
+                              chunk_rows: int = TRAFFIC_CHUNK_ROWS) -> Iterator[list[tuple]]:
+        """The shadow answers (status ok) of the decisions :meth:`logged_answers` reads, with their labels.
+
+        Yields chunks of tuples ``(decision_id, model, cost_usd, latency_s, response, quality)``,
+        ``quality`` from the first feedback naming that model (picked as in :meth:`logged_answers`).
+        """
+        self.flush()
+        labels, label_params = _label_sql(quality_from)
+        where, params = _window_sql(route, since_s, until_s)
+        sql = ("SELECT s.decision_id, s.model, s.cost_usd, s.latency_s, s.response, f.quality FROM shadow_outcomes s "
+               "JOIN decisions d ON d.decision_id = s.decision_id "
+               f"LEFT JOIN ({labels}) q ON q.decision_id = s.decision_id AND q.answer = s.model "
+               f"LEFT JOIN feedback f ON f.seq = q.seq WHERE s.status = 'ok' AND {where} "
+               "ORDER BY d.created_s, d.decision_id, s.model")
+        yield from self._db.stream(sql, [*label_params, *params], chunk_rows)
+
     # -- learner state (synchronous) -----------------------------------------------------
     def save_learner_state(self, key: str, state: dict, cursor: int) -> None:
         """Keep a learner's state (JSON) and the feedback cursor it has seen up to; replaces the old one."""
@@ -482,6 +613,33 @@ def migrate(db: Database) -> int:
             db.execute("INSERT INTO schema_migrations (version, applied_s) VALUES (?, ?)", (number, time.time()))
             log.info("store: applied schema migration %d", number)
     return len(MIGRATIONS)
+
+
+def _window_sql(route: str | None, since_s: float | None, until_s: float | None) -> tuple[str, list]:
+    """The WHERE clause on decisions ``d`` made in ``[since_s, until_s)`` on ``route`` (None: any), and its values."""
+    where, params = ["1 = 1"], []
+    for clause, value in (("d.route = ?", route), ("d.created_s >= ?", since_s), ("d.created_s < ?", until_s)):
+        if value is not None:
+            where.append(clause)
+            params.append(value)
+    return " AND ".join(where), params
+
+
+def _label_sql(quality_from: str) -> tuple[str, list]:
+    """A query of the feedback chosen as each answer's label: ``(decision_id, answer, seq)``, and its values.
+
+    ``answer`` is ``''`` for the served answer (feedback ``model`` NULL), else the shadow model judged.
+    Only feedback with a quality counts.  ``quality_from``: ``any`` takes the first from users, else the
+    first from any source (a judge); ``user`` users' only; any other text that source only.
+    """
+    users = f"COALESCE(source, '{USER_SOURCE}') = '{USER_SOURCE}'"
+    pick, which, params = "MIN(seq)", "source = ?", [quality_from]
+    if quality_from == "any":
+        pick, which, params = f"COALESCE(MIN(CASE WHEN {users} THEN seq END), MIN(seq))", "1 = 1", []
+    elif quality_from == USER_SOURCE:
+        which, params = users, []
+    return (f"SELECT decision_id, COALESCE(model, '') AS answer, {pick} AS seq FROM feedback "
+            f"WHERE quality IS NOT NULL AND {which} GROUP BY decision_id, COALESCE(model, '')"), params
 
 
 def _prefixed(alias: str, columns: str) -> str:

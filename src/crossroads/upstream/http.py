@@ -9,6 +9,7 @@ The LLM judge and the embedder of an ``/embeddings`` endpoint call through an
 from __future__ import annotations
 
 import os
+import re
 import time
 from typing import Any
 
@@ -20,6 +21,21 @@ RETRY_STATUSES = {408, 409, 429} | set(range(500, 600))
 #: Hosts that refuse every call without a key.
 KEYED_HOSTS = ("api.openai.com",)
 MAX_RETRY_AFTER_S = 60.0
+#: ``user:password@`` in a URL.
+_URL_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.\-]*://)[^/\s@?#]+@")
+#: The value of a query parameter whose name says it holds a secret: ``?api-key=``, ``&key=``, ``token=``, ``sig=`` ...
+_SECRET_PARAM = re.compile(r"(?i)([?&;][a-z0-9_.\-]*?(?:key|token|secret|password|passwd|pwd|sig|signature|auth|"
+                           r"credential|session)[a-z0-9_.\-]*=)[^&#\s'\"]+")
+
+
+def redact_credentials(text: str) -> str:
+    """``text`` with the credentials URLs can carry blanked out: ``user:password@`` and secret query parameters.
+
+    Messages about an upstream quote its URL (``could not reach ...``), and a ``base_url``
+    may hold ``http://user:secret@host/v1`` or ``...?api-key=...``; every error built here
+    and in :mod:`crossroads.upstream.providers` passes through this before anyone sees it.
+    """
+    return _SECRET_PARAM.sub(r"\1[redacted]", _URL_USERINFO.sub(r"\1[redacted]@", text))
 
 
 def post_json(
@@ -66,14 +82,14 @@ def post_json(
                 if key
                 else f"${api_key_env} is not set; put the API key there (or pass api_key_env=...)"
             )
-            raise CrossroadsError(f"{label}{url} refused the request ({problem}): {hint}")
+            raise CrossroadsError(redact_credentials(f"{label}{url} refused the request ({problem}): {hint}"))
         if response.status_code not in RETRY_STATUSES:
-            raise CrossroadsError(f"{label}{url} rejected the request for model {model!r} ({problem})")
+            raise CrossroadsError(redact_credentials(f"{label}{url} rejected the request for model {model!r} ({problem})"))
         wait_s = max(wait_s, retry_after_s(response))
-    raise CrossroadsError(
+    raise CrossroadsError(redact_credentials(
         f"{label}{url} failed {max_retries + 1} times for model {model!r}; last error: {problem}. "
         "Check that the server is up, or raise max_retries / timeout_s"
-    )
+    ))
 
 
 def server_message(response: httpx.Response) -> str:
@@ -105,7 +121,8 @@ class Endpoint:
     def __init__(self, base_url: str, *, api_key_env: str | None, timeout_s: float, max_retries: int,
                  backoff_s: float, http_client: httpx.Client | None = None, label: str = ""):
         if max_retries < 0 or timeout_s <= 0 or backoff_s < 0:
-            raise CrossroadsError(f"{label}{base_url}: need max_retries >= 0, timeout_s > 0 and backoff_s >= 0")
+            raise CrossroadsError(redact_credentials(f"{label}{base_url}: need max_retries >= 0, timeout_s > 0 and "
+                                                     "backoff_s >= 0"))
         self.base_url = base_url.rstrip("/")
         self.api_key_env, self.timeout_s, self.max_retries, self.backoff_s = api_key_env, timeout_s, max_retries, backoff_s
         self.http_client, self.label = http_client, label
@@ -121,8 +138,9 @@ class Endpoint:
         error comes at once instead of after the retries.
         """
         if httpx.URL(self.base_url).host in KEYED_HOSTS and not (self.api_key_env and os.environ.get(self.api_key_env)):
-            raise CrossroadsError(f"{self.label}{self.base_url} needs an API key: put it in "
-                                  f"${self.api_key_env or 'OPENAI_API_KEY'} (or point base_url at a server that needs none)")
+            raise CrossroadsError(redact_credentials(
+                f"{self.label}{self.base_url} needs an API key: put it in "
+                f"${self.api_key_env or 'OPENAI_API_KEY'} (or point base_url at a server that needs none)"))
         client = self.http_client
         if client is None:
             if self._own is None:

@@ -19,13 +19,14 @@ from contextlib import contextmanager
 from typing import Any
 
 from crossroads.registry import Registry
+from crossroads.upstream.http import redact_credentials
 from crossroads.upstream.models import ModelConfig
 
 _SECRET_LIKE = re.compile(r"\b(sk|key|tok)-[A-Za-z0-9_\-]{6,}")
 
 
 class UpstreamError(Exception):
-    """A model could not answer: ``kind`` is one of status, timeout, connection, malformed."""
+    """A model could not answer: ``kind`` is one of status, timeout, connection, malformed, broken (mid-stream)."""
 
     def __init__(self, model: str, kind: str, message: str, status: int | None = None):
         self.model, self.kind, self.status = model, kind, status
@@ -60,11 +61,11 @@ class Provider(ABC):
         return os.environ.get(env) or None if env else None
 
     def redact(self, text: str) -> str:
-        """``text`` with the API key (and anything shaped like a key) blanked out."""
+        """``text`` with the API key, anything shaped like a key and the credentials in URLs blanked out."""
         key = self.api_key()
         if key:
             text = text.replace(key, "[redacted]")
-        return _SECRET_LIKE.sub("[redacted]", text)
+        return redact_credentials(_SECRET_LIKE.sub("[redacted]", text))
 
 
 class OpenAIProvider(Provider):
@@ -111,6 +112,8 @@ class OpenAIProvider(Provider):
         return answer
 
     async def stream(self, body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+        import httpx
+        import openai
         from openai import AsyncStream
 
         with self._errors():
@@ -119,13 +122,19 @@ class OpenAIProvider(Provider):
                 stream_cls=AsyncStream[object],
             )
             count, started = 0, not self.config.local
-            async for chunk in chunks:
-                if not isinstance(chunk, dict):
-                    raise UpstreamError(self.config.name, "malformed", "a stream chunk is not a JSON object")
-                count += 1
-                if not started:
-                    started = _strip_first_text(chunk)
-                yield chunk
+            try:
+                async for chunk in chunks:
+                    if not isinstance(chunk, dict):
+                        raise UpstreamError(self.config.name, "malformed", "a stream chunk is not a JSON object")
+                    count += 1
+                    if not started:
+                        started = _strip_first_text(chunk)
+                    yield chunk
+            except (openai.APIError, httpx.TransportError, ValueError) as error:
+                if not count:
+                    raise  # nothing sent yet: a failure to reach or read the model, as any other
+                raise UpstreamError(self.config.name, "broken", f"the stream broke mid-answer after {count} chunks "
+                                    f"({type(error).__name__}: {self.redact(str(error))[:200]})") from None
             if not count:
                 raise UpstreamError(self.config.name, "malformed", "the stream ended without a single chunk")
 
@@ -145,7 +154,7 @@ class OpenAIProvider(Provider):
         except openai.APITimeoutError:
             raise UpstreamError(name, "timeout", f"no answer within {self.config.timeout_s:g} s") from None
         except (openai.APIConnectionError, httpx.TransportError):
-            raise UpstreamError(name, "connection", f"could not reach {self.config.base_url}") from None
+            raise UpstreamError(name, "connection", f"could not reach {self.redact(self.config.base_url)}") from None
         except openai.APIStatusError as error:
             message = self.redact(_status_message(error))
             raise UpstreamError(name, "status", f"status {error.status_code}: {message}", error.status_code) from None

@@ -1,7 +1,12 @@
 """Read published routing data into a RoutingDataset, from a ``FORMAT:PATH[,option=value...]`` spec.
 
 >>> sorted(FORMATS.names)  # doctest: +NORMALIZE_WHITESPACE
-['crossroads', 'llmrouter', 'mmlu-pro', 'routellm-gsm8k', 'routellm-mmlu', 'routellm-mtbench', 'routerbench', 'routerdc']
+['crossroads', 'llmrouter', 'logs', 'mmlu-pro', 'routellm-gsm8k', 'routellm-mmlu', 'routellm-mtbench', 'routerbench',
+ 'routerdc']
+
+``store:URL`` (a server's store, read without a file) is a dataset too, but the store sits above
+this layer: :func:`crossroads.store.export.load_datasets` reads it (and every format here), and the
+``crossroads`` command loads its datasets through that.
 """
 
 from __future__ import annotations
@@ -26,7 +31,8 @@ FORMATS = Registry(
      "mmlu-pro": "crossroads.data.importers.mmlu_pro:load_mmlu_pro",
      "llmrouter": "crossroads.data.importers.llmrouter:load_llmrouter",
      "routerdc": "crossroads.data.importers.routerdc:load_routerdc",
-     "crossroads": "crossroads.data.jsonl:read_jsonl"},
+     "crossroads": "crossroads.data.jsonl:read_jsonl",
+     "logs": "crossroads.data.jsonl:read_logs"},
     {"routellm-mmlu": "directory with responses/mmlu_<subject>.csv",
      "routellm-gsm8k": "gsm8k_responses.csv or its directory",
      "routellm-mtbench": "directory with question.jsonl and judgements.jsonl",
@@ -34,14 +40,18 @@ FORMATS = Registry(
      "mmlu-pro": "directory of model_outputs_<model>_5shots.zip",
      "llmrouter": "LLMRouter JSON file (default_llm.json beside it)",
      "routerdc": "RouterDC JSON file or directory of <task>_train.json",
-     "crossroads": "crossroads JSONL file"},
+     "crossroads": "crossroads JSONL file",
+     "logs": "a server's logs written by crossroads logs export (JSONL)"},
 )
+#: The store's format, read by ``crossroads.store.export`` (a layer above this one), and what its PATH is.
+STORE_FORMAT = ("store", "a server's store URL, read directly: store:sqlite://crossroads.db[,route=R,quality_from=user]")
 _EXAMPLE = "for example routerbench:../shared/data/routerbench"
 
 
 def known_formats() -> str:
     """One line per format: its name and what its PATH should be."""
-    return "\n".join(f"  {name:<17} {FORMATS.descriptions[name]}" for name in FORMATS.names)
+    lines = [f"  {name:<17} {FORMATS.descriptions[name]}" for name in FORMATS.names]
+    return "\n".join([*lines, f"  {STORE_FORMAT[0]:<17} {STORE_FORMAT[1]}"])
 
 
 def load_dataset(spec: str, *, progress: bool = False, **options) -> RoutingDataset:
@@ -53,6 +63,9 @@ def load_dataset(spec: str, *, progress: bool = False, **options) -> RoutingData
     does not match its format.
     """
     parsed = Spec.parse(spec, "dataset")
+    if parsed.name == STORE_FORMAT[0]:
+        raise CrossroadsError(f"dataset {spec!r} is a store, which crossroads.data cannot read: load it with "
+                              "crossroads.store.export.load_dataset (the crossroads command does)")
     if parsed.positional is None and "path" not in parsed.params:
         raise CrossroadsError(f"dataset {spec!r} should be FORMAT:PATH, {_EXAMPLE}; formats:\n{known_formats()}")
     read = FORMATS.load(parsed.name)
