@@ -74,9 +74,11 @@ def one_run(dataset, embeddings, seed: int, requests: int) -> dict:
     test_data, test_emb = dataset.subset(test), embeddings[test]
     test_rewards = rewards[test]
 
+    def per_query(router) -> np.ndarray:
+        return test_rewards[np.arange(len(test)), choices(router, test_data, test_emb, OBJECTIVE)]
+
     def value(router) -> float:
-        chosen = choices(router, test_data, test_emb, OBJECTIVE)
-        return float(test_rewards[np.arange(len(test)), chosen].mean())
+        return float(per_query(router).mean())
 
     logging_router = make_router("knn", k=25).fit(dataset.subset(slice_rows), embeddings[slice_rows])
     full = dataset.subset(rows)
@@ -94,6 +96,9 @@ def one_run(dataset, embeddings, seed: int, requests: int) -> dict:
     values = {name: value(router) for name, router in routers.items()}
     values["logging policy"] = value(logging_router)
     gain = values["full information"] - best_fixed
+    # the gain's standard error on the held-out queries: paired, against the best single model's rewards there
+    best_column = int(np.nanargmax(np.nanmean(test_rewards, axis=0)))
+    gain_se = float(np.std(per_query(routers["full information"]) - test_rewards[:, best_column]) / np.sqrt(len(test)))
     recovered = {name: (values[name] - best_fixed) / gain if gain > 0 else float("nan") for name in values}
 
     # off-policy: 5 candidates, none trained on the logged requests
@@ -113,9 +118,11 @@ def one_run(dataset, embeddings, seed: int, requests: int) -> dict:
             entry[estimator] = est.value
             entry[f"{estimator}_error"] = None if est.value is None else abs(est.value - truth) / truth
             entry[f"{estimator}_covers"] = None if est.value is None else bool(est.low <= truth <= est.high)
+            entry[f"{estimator}_half_width"] = None if est.value is None else (est.high - est.low) / 2 / truth
         entry["matching"] = result.matching["reward"]
         off_policy[name] = entry
-    return {"seed": seed, "best_fixed": best_fixed, "values": values, "recovered": recovered,
+    return {"seed": seed, "best_fixed": best_fixed, "gain_se": gain_se, "values": values,
+            "recovered": recovered,
             "off_policy": off_policy, "labelled": int(np.isfinite(logs.quality).sum())}
 
 
@@ -133,11 +140,12 @@ def main() -> int:
                "explore": EXPLORE, "shadow": SHADOW, "logging_slice": LOGGING_SLICE, "datasets": {}}
     retrain = Table(f"retrained from the log: share of the full-information router's reward gain over the best single "
                     f"model, held-out queries, mean over {args.seeds} seeds (target >= 80%)",
-                    ["dataset", "full info gain", *METHODS, *(f"dr, weight <= {c:g}" for c in CAPS), "naive",
-                     "logging policy"])
+                    ["dataset", "full info gain", "its standard error", *METHODS,
+                     *(f"dr, weight <= {c:g}" for c in CAPS), "naive", "logging policy"])
     estimates = Table(f"off-policy estimates of 5 candidates with explore {EXPLORE}: mean relative error of the mean "
                       f"reward over {args.seeds} seeds, worst seed in brackets (target: within 5%)",
-                      ["dataset / candidate", "truth", "ips", "snips", "dr", "dr interval covers"])
+                      ["dataset / candidate", "truth", "ips", "snips", "dr", "dr interval covers",
+                       "dr 95% half-width", "decisions choosing as it does"])
     for name, (spec, _) in DATASETS.items():
         dataset, embeddings, _ = load_embedded(spec.format(data=data))
         complete = ~np.isnan(dataset.quality).any(axis=1)  # the truth needs every model's outcome
@@ -145,7 +153,7 @@ def main() -> int:
         runs = [one_run(dataset, embeddings, seed, args.requests) for seed in range(args.seeds)]
         results["datasets"][name] = runs
         gain = np.mean([r["values"]["full information"] - r["best_fixed"] for r in runs])
-        retrain.add(name, cell(gain, digits=4),
+        retrain.add(name, cell(gain, digits=4), cell(np.mean([r["gain_se"] for r in runs]), digits=4),
                     *(cell(np.mean([r["recovered"][m] for r in runs]), percent=True)
                       for m in (*METHODS, *(f"dr, weight <= {c:g}" for c in CAPS), "naive", "logging policy")))
         for candidate in runs[0]["off_policy"]:
@@ -155,6 +163,9 @@ def main() -> int:
                 errors = [e[f"{estimator}_error"] for e in entries if e[f"{estimator}_error"] is not None]
                 row.append(f"{100 * np.mean(errors):.1f}% ({100 * max(errors):.1f}%)" if errors else "-")
             row.append(f"{sum(bool(e['dr_covers']) for e in entries)}/{len(entries)}")
+            widths = [e["dr_half_width"] for e in entries if e["dr_half_width"] is not None]
+            row.append(f"{100 * np.mean(widths):.1f}%" if widths else "-")
+            row.append(f"{np.mean([e['matching'] for e in entries]):.0f}")
             estimates.add(*row)
     retrain.print()
     estimates.print()

@@ -65,7 +65,7 @@ security: {api_keys_env: MY_KEYS, max_body_bytes: 5000}
     ({"models": MODELS, "route_on": "vibes"}, "route_on must be one of"),
     ({"models": MODELS, "security": {"keys": "x"}}, "security has unknown keys"),
     ({"models": MODELS, "rotes": {}}, "unknown keys ['rotes']; known keys: cooldown_s, default_route, embedder, "
-     "failures_before_cooldown, models, route_on, routellm, routes, security"),
+     "failures_before_cooldown, models, request_deadline_s, route_on, routellm, routes, security, shutdown_timeout_s"),
     ({"models": MODELS, "routes": {"r": {"learner": "ucb", "name": "s"}}}, "a route's name is its key"),
 ])
 def test_config_mistakes_are_named(raw, fragment):

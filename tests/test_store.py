@@ -111,7 +111,8 @@ def test_eight_threads_recording_at_once_all_land(store):
     for thread in threads:
         thread.join()
     assert store.counts() | {"feedback": 0, "learner_state": 0} == {
-        "decisions": 2000, "outcomes": 2000, "shadow_outcomes": 0, "feedback": 0, "learner_state": 0, "pool": 0}
+        "decisions": 2000, "outcomes": 2000, "shadow_outcomes": 0, "feedback": 0, "learner_state": 0, "pool": 0,
+        "rate_limits": 0}
     assert store.decision("t7-249")["outcome"]["tokens_out"] == 249
     np.testing.assert_array_equal(store.decision("t3-0")["context"], np.full(8, 3.0))
 

@@ -67,7 +67,8 @@ def run(args: argparse.Namespace) -> int:
         for line in summary(config, source):
             print(f"crossroads: {line}", file=sys.stderr)
         print(f"crossroads: serving on http://{args.host}:{args.port}/v1", file=sys.stderr)
-        server = uvicorn.Server(uvicorn.Config(make_app(gateway, config_path=args.config), log_level="warning"))
+        server = uvicorn.Server(uvicorn.Config(make_app(gateway, config_path=args.config), log_level="warning",
+                                               timeout_graceful_shutdown=config.shutdown_timeout_s))
         server.run(sockets=[listener])
     return 0
 

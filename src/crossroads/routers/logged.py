@@ -49,7 +49,8 @@ DEFAULT_METHOD = "dr"
 #: Measured (benchmarks/learn_from_logs.py, knn k=100 on 5,000 requests logged with explore 0.1): uncapped DR and
 #: IPS targets (1 / propensity up to 90 over 9 models) make neighbour means so noisy that the retrained router
 #: loses to the best single model by several times the full-information router's gain; capped at 5 it was the
-#: best of dr, ips, dm, a cap of 2 and naive on LLMRouter (-3% of the gain against -478%, -477%, -23%, -15%, -171%; 3 seeds).
+#: best of dr, ips, dm, a cap of 2 and naive on LLMRouter (-14% of the gain against -441%, -470%, -30%, -27%, -191%;
+#: 5 seeds).
 DEFAULT_MAX_WEIGHT = 5.0
 #: Routers whose fit averages their targets (squared loss or neighbour means), so unbounded targets stay unbiased.
 UNBOUNDED_ROUTERS = frozenset({"knn", "ridge"})

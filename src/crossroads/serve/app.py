@@ -2,7 +2,7 @@
 
 Endpoints: ``POST /v1/chat/completions`` (JSON or server-sent events),
 ``GET /v1/models``, ``POST /v1/route`` (decide only), ``POST /v1/feedback``,
-``GET /health``, ``GET /metrics`` (Prometheus), and the admin endpoints
+``GET /health`` (= ``/health/ready``, readiness), ``GET /health/live``, ``GET /metrics`` (Prometheus), and the admin endpoints
 ``GET /admin/learners``, ``POST /admin/snapshot`` and ``POST /admin/reload``.  Errors have OpenAI's shape,
 ``{"error": {"message", "type", "param", "code"}}``, with a 4xx status for the
 client's mistakes and 502 when no upstream model could answer.
@@ -17,6 +17,7 @@ import hmac
 import json
 import logging
 import time
+import weakref
 from typing import Any
 
 import anyio
@@ -28,7 +29,8 @@ from starlette.routing import Route
 
 from crossroads.errors import CrossroadsError
 from crossroads.serve.config import ServeConfig, load_config
-from crossroads.serve.gateway import AllModelsFailed, Gateway
+from crossroads.serve.gateway import AllModelsFailed, DeadlineExceeded, Gateway, RequestRejected
+from crossroads.serve.limits import Limits, retry_after
 from crossroads.serve.requests import MAX_NAME_CHARS, BadJSON, BadRequest, parse_chat_request, parse_json_body
 from crossroads.serve.routing import UnknownRoute
 from crossroads.store import DuplicateFeedbackError, UnknownDecisionError
@@ -40,6 +42,12 @@ access_log = logging.getLogger("crossroads.access")
 DECISION_HEADER = "x-crossroads-decision-id"
 #: After a reload, the old config's upstream clients stay open this long for requests still in flight.
 RELOAD_GRACE_S = 120.0
+#: At shutdown, requests cancelled at ``shutdown_timeout_s`` get this long to record their outcomes.
+SHUTDOWN_FLUSH_S = 5.0
+#: A stream whose first chunk takes longer than this sends its headers (status 200) before it.
+STREAM_HEADERS_S = 1.0
+#: A stream waiting for its first chunk sends an SSE comment this often, so that clients and proxies keep waiting.
+STREAM_KEEPALIVE_S = 5.0
 
 
 class HTTPError(Exception):
@@ -56,28 +64,24 @@ def error_response(error: HTTPError) -> JSONResponse:
     return JSONResponse(body, status_code=error.status, headers=error.headers)
 
 
+def _error_event(error: Exception) -> str:
+    """A failure before a stream's first chunk, as the SSE error event the openai SDK raises as ``APIError``."""
+    if isinstance(error, DeadlineExceeded):
+        kind, code = "upstream_error", "deadline_exceeded"
+    elif isinstance(error, RequestRejected):
+        kind, code = "invalid_request_error", "upstream_rejected_request"
+    elif isinstance(error, AllModelsFailed):
+        kind, code = "upstream_error", "all_models_failed"
+    else:
+        log.error("unexpected error before a stream's first chunk", exc_info=error)
+        error, kind, code = Exception("internal error in crossroads; see the server log"), "server_error", None
+    body = {"error": {"message": _printable(str(error)), "type": kind, "param": None, "code": code}}
+    return f"data: {json.dumps(body, separators=(',', ':'))}\n\n"
+
+
 def _printable(text: str | None) -> str | None:
     """``text`` encodable as UTF-8: a message may quote what the client sent, lone surrogates included."""
     return None if text is None else text.encode("utf-8", "backslashreplace").decode("utf-8")
-
-
-class RateLimiter:
-    """A token bucket per client: ``rate_per_s`` requests a second on average, bursts of ``burst``."""
-
-    def __init__(self, rate_per_s: float, burst: int):
-        self.rate_per_s, self.burst = rate_per_s, burst
-        self._buckets: dict[str, tuple[float, float]] = {}
-
-    def wait_s(self, client: str) -> float:
-        """0 if the request may go now (and count it), else the seconds until it could."""
-        now = time.monotonic()
-        tokens, last = self._buckets.get(client, (float(self.burst), now))
-        tokens = min(float(self.burst), tokens + (now - last) * self.rate_per_s)
-        if tokens >= 1.0:
-            self._buckets[client] = (tokens - 1.0, now)
-            return 0.0
-        self._buckets[client] = (tokens, now)
-        return (1.0 - tokens) / self.rate_per_s
 
 
 class Server:
@@ -86,19 +90,23 @@ class Server:
     def __init__(self, gateway: Gateway, config_path: str | None = None):
         self.config_path = config_path
         self.router_overrides: dict[str, str] = {}  # route -> router file set by /admin/reload, kept for later reloads
+        self.tasks: weakref.WeakSet[asyncio.Task] = weakref.WeakSet()  # the tasks serving requests
         self._use(gateway)
 
     def _use(self, gateway: Gateway) -> None:
         self.gateway = gateway
         self.config: ServeConfig = gateway.config
-        security = self.config.security
-        self.limiter = RateLimiter(security.rate_limit_per_s, security.rate_burst) if security.rate_limit_per_s else None
+        self.limits = Limits(self.config, getattr(self, "limits", None))
 
     # -- guards ------------------------------------------------------------------------
-    def client(self, request: Request, admin: bool = False) -> str:
-        """Who is calling; raises 401/403/429 for a missing or wrong key or too many requests."""
+    async def client(self, request: Request, admin: bool = False) -> str:
+        """Who is calling; raises 401/403/429 for a missing or wrong key or too many requests (see serve/limits.py)."""
         security = self.config.security
         token = _bearer(request)
+        address = request.client.host if request.client else "?"
+        keys = set() if admin else security.client_keys()
+        if admin or keys:
+            await self._limit(self.limits.auth_locked, address, message=f"too many wrong keys from {address}")
         if admin:
             admin_key = security.admin_key()
             if admin_key is None:
@@ -107,21 +115,25 @@ class Server:
                        "security.admin_key_env and set it")
                 raise HTTPError(403, f"admin endpoints are disabled: {how}", "permission_error")
             if token is None or not _same_key(token, admin_key):
+                await self._limit(self.limits.auth_failed, address, message=f"too many wrong keys from {address}")
                 raise HTTPError(401, "this endpoint needs the admin key as a bearer token", "authentication_error",
                                 "invalid_api_key")
             return "admin"
-        keys = security.client_keys()
         if keys and (token is None or not any(_same_key(token, key) for key in keys)):
+            await self._limit(self.limits.auth_failed, address, message=f"too many wrong keys from {address}")
             raise HTTPError(401, "missing or wrong API key: send `Authorization: Bearer <key>` with a key this "
                             "server accepts", "authentication_error", "invalid_api_key")
-        who = token or (request.client.host if request.client else "?")
-        if self.limiter is not None:
-            wait_s = self.limiter.wait_s(who)
-            if wait_s > 0:
-                raise HTTPError(429, f"rate limit of {security.rate_limit_per_s:g} requests/s exceeded; retry in "
-                                f"{wait_s:.2f} s", "rate_limit_error", "rate_limit_exceeded",
-                                headers={"retry-after": str(max(1, round(wait_s)))})
+        who = token or address
+        await self._limit(self.limits.request, token if keys else None, address,
+                          message=f"rate limit of {security.rate_limit_per_s} requests/s exceeded")
         return who
+
+    async def _limit(self, check: Any, *args: Any, message: str) -> None:
+        """429 with Retry-After if ``check(*args)`` says to wait; store-backed checks run off the event loop."""
+        wait_s = await anyio.to_thread.run_sync(check, *args) if self.limits.shared else check(*args)
+        if wait_s > 0:
+            raise HTTPError(429, f"{message}; retry in {wait_s:.2f} s", "rate_limit_error", "rate_limit_exceeded",
+                            headers=retry_after(wait_s))
 
     async def json_body(self, request: Request) -> Any:
         limit = self.config.security.max_body_bytes
@@ -142,7 +154,7 @@ class Server:
 
     # -- endpoints ----------------------------------------------------------------------
     async def chat(self, request: Request) -> Response:
-        self.client(request)
+        await self.client(request)
         chat = parse_chat_request(await self.json_body(request), self.config.route_on,
                                   self.config.security.max_messages)
         if not chat.stream:
@@ -150,19 +162,41 @@ class Server:
             request.state.access = {"route": choice.route, "model": answer["model"],
                                     "cost_usd": answer["crossroads"]["cost_usd"]}
             return JSONResponse(answer, headers=_decision_headers(choice.decision_id, answer["model"]))
-        choice, chunks = await self.gateway.stream(chat)
+        gateway = self.gateway
+        choice = await gateway.decide(chat)
         request.state.access = {"route": choice.route, "model": choice.model, "cost_usd": "after the stream"}
 
+        opening = asyncio.ensure_future(gateway.open_stream(chat, choice))
+        try:  # a stream that opens or fails at once answers as before: 200, or an error with its status
+            if (await asyncio.wait({opening}, timeout=STREAM_HEADERS_S))[0]:
+                opening.result()
+        except BaseException:
+            opening.cancel()
+            raise
+
         async def events():
-            async for chunk in chunks:
-                yield f"data: {json.dumps(chunk, separators=(',', ':'))}\n\n"
-            yield "data: [DONE]\n\n"
+            # The headers go out now; while the models are tried, keep-alive comments stop clients and
+            # proxies from timing out, and a failure before the first chunk becomes an error event.
+            try:
+                while not (await asyncio.wait({opening}, timeout=STREAM_KEEPALIVE_S))[0]:
+                    yield ": keep-alive\n\n"
+                try:
+                    chunks = opening.result()
+                except Exception as error:
+                    yield _error_event(error)
+                    yield "data: [DONE]\n\n"
+                    return
+                async for chunk in chunks:
+                    yield f"data: {json.dumps(chunk, separators=(',', ':'))}\n\n"
+                yield "data: [DONE]\n\n"
+            finally:
+                opening.cancel()
 
         return StreamingResponse(events(), media_type="text/event-stream",
                                  headers=_decision_headers(choice.decision_id, choice.model))
 
     async def route(self, request: Request) -> Response:
-        self.client(request)
+        await self.client(request)
         body = await self.json_body(request)
         if isinstance(body, dict) and "prompt" in body and "messages" not in body:
             if not isinstance(body["prompt"], str):
@@ -173,7 +207,7 @@ class Server:
         return JSONResponse(choice.to_dict(), headers=_decision_headers(choice.decision_id, choice.model))
 
     async def feedback(self, request: Request) -> Response:
-        self.client(request)
+        await self.client(request)
         body = await self.json_body(request)
         if not isinstance(body, dict):
             raise BadRequest("the feedback body must be an object: {decision_id, reward | quality}")
@@ -191,7 +225,7 @@ class Server:
         return JSONResponse(result)
 
     async def models(self, request: Request) -> Response:
-        self.client(request)
+        await self.client(request)
         created = int(time.time())
         data = [{"id": route.name, "object": "model", "created": created, "owned_by": "crossroads",
                  "crossroads": {"kind": "route"}} for route in self.config.routes]
@@ -201,25 +235,34 @@ class Server:
         return JSONResponse({"object": "list", "data": data})
 
     async def health(self, request: Request) -> Response:
+        """Readiness (``/health``, ``/health/ready``): 503 ``degraded`` with the reasons when the store
+        cannot write or a route has no model available."""
+        reasons = await self.gateway.not_ready()
         cooling = sorted(self.gateway.health.unavailable())
-        return JSONResponse({"status": "ok", "models": self.config.model_names, "cooling_down": cooling})
+        body = {"status": "degraded" if reasons else "ok", **({"reasons": reasons} if reasons else {}),
+                "models": self.config.model_names, "cooling_down": cooling}
+        return JSONResponse(body, status_code=503 if reasons else 200)
+
+    async def live(self, request: Request) -> Response:
+        """Liveness: the process answers."""
+        return JSONResponse({"status": "ok"})
 
     async def metrics(self, request: Request) -> Response:
-        self.client(request)
+        await self.client(request)
         return Response(self.gateway.metrics.render(), media_type=self.gateway.metrics.content_type)
 
     async def learners(self, request: Request) -> Response:
-        self.client(request, admin=True)
+        await self.client(request, admin=True)
         return JSONResponse({route: self.gateway.learners.state(route) for route in self.gateway.learners.routes})
 
     async def snapshot(self, request: Request) -> Response:
-        self.client(request, admin=True)
+        await self.client(request, admin=True)
         await anyio.to_thread.run_sync(self.gateway.learners.snapshot, self.gateway.store)
         return JSONResponse({"saved": self.gateway.learners.routes})
 
     async def reload(self, request: Request) -> Response:
         """Read the config file again and serve it; learners continue from the store, counters go on."""
-        self.client(request, admin=True)
+        await self.client(request, admin=True)
         if self.config_path is None:
             raise HTTPError(409, "this server runs on the embedded default (no --config file): nothing to reload",
                             "invalid_request_error", "no_config_file")
@@ -304,6 +347,7 @@ class Server:
     def endpoint(self, name: str, handler):
         async def run(request: Request) -> Response:
             status, started = 500, time.perf_counter()
+            self.tasks.add(asyncio.current_task())
             try:
                 response = await handler(request)
                 status = response.status_code
@@ -325,6 +369,14 @@ class Server:
                 status = 404
                 return error_response(HTTPError(404, str(error), "invalid_request_error", "decision_not_found",
                                                 "decision_id"))
+            except RequestRejected as error:
+                status = 400
+                return error_response(HTTPError(400, str(error), "invalid_request_error", "upstream_rejected_request",
+                                                headers={DECISION_HEADER: error.choice.decision_id}))
+            except DeadlineExceeded as error:
+                status = 504
+                return error_response(HTTPError(504, str(error), "upstream_error", "deadline_exceeded",
+                                                headers={DECISION_HEADER: error.choice.decision_id}))
             except AllModelsFailed as error:
                 status = 502
                 return error_response(HTTPError(502, str(error), "upstream_error", "all_models_failed",
@@ -413,8 +465,12 @@ def make_app(gateway: Gateway, config_path: str | None = None) -> Starlette:
         try:
             yield
         finally:
+            in_flight = [request_task for request_task in server.tasks if not request_task.done()]
+            if in_flight:  # cancelled at the shutdown deadline: they record their outcomes before the store closes
+                await asyncio.wait(in_flight, timeout=SHUTDOWN_FLUSH_S)
             task.cancel()
             await server.gateway.aclose()
+            server.limits.close()
 
     endpoints = [
         ("/v1/chat/completions", "chat", server.chat, ["POST"]),
@@ -422,6 +478,8 @@ def make_app(gateway: Gateway, config_path: str | None = None) -> Starlette:
         ("/v1/feedback", "feedback", server.feedback, ["POST"]),
         ("/v1/models", "models", server.models, ["GET"]),
         ("/health", "health", server.health, ["GET"]),
+        ("/health/ready", "health", server.health, ["GET"]),
+        ("/health/live", "health_live", server.live, ["GET"]),
         ("/metrics", "metrics", server.metrics, ["GET"]),
         ("/admin/learners", "admin_learners", server.learners, ["GET"]),
         ("/admin/snapshot", "admin_snapshot", server.snapshot, ["POST"]),

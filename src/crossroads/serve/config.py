@@ -90,12 +90,25 @@ class SecurityConfig:
     max_json_depth: int = 64  # nesting of arrays and objects in a request body
     rate_limit_per_s: float | None = None  # per client key (or per address without keys)
     rate_burst: int = 20
+    rate_limit_shared: bool | None = None  # buckets in the store, for every replica; None: when it is PostgreSQL
+    max_auth_failures: int = 20  # wrong keys from one address within auth_failure_window_s, then 429
+    auth_failure_window_s: float = 60.0
 
     def __post_init__(self) -> None:
-        for name in ("max_body_bytes", "max_messages", "max_json_depth"):
+        for name in ("max_body_bytes", "max_messages", "max_json_depth", "rate_burst", "max_auth_failures"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise CrossroadsError(f"config: security.{name} must be an integer >= 1, got {value!r}")
+        for name in ("rate_limit_per_s", "auth_failure_window_s"):
+            value = getattr(self, name)
+            if value is None and name == "rate_limit_per_s":
+                continue
+            if (isinstance(value, bool) or not isinstance(value, int | float)
+                                      or not 0 < value < float("inf")):
+                raise CrossroadsError(f"config: security.{name} must be a number > 0, got {value!r}")
+        if self.rate_limit_shared is not None and not isinstance(self.rate_limit_shared, bool):
+            raise CrossroadsError(f"config: security.rate_limit_shared must be true or false, got "
+                                  f"{self.rate_limit_shared!r}")
 
     def client_keys(self) -> set[str]:
         raw = os.environ.get(self.api_keys_env, "") if self.api_keys_env else ""
@@ -119,6 +132,8 @@ class ServeConfig:
     failures_before_cooldown: int = 3
     snapshot_every: int = 50  # feedback applications between learner-state snapshots
     sync_interval_s: float = 0.5  # how often feedback from other replicas is read
+    request_deadline_s: float = 30.0  # a chat's whole time, across retries and fallbacks, before it gets 504
+    shutdown_timeout_s: float = 10.0  # after SIGTERM, requests in flight get this long before they are cancelled
     security: SecurityConfig = field(default_factory=SecurityConfig)
 
     def __post_init__(self) -> None:
@@ -155,6 +170,10 @@ class ServeConfig:
                     raise CrossroadsError(
                         f"config: routellm.{role} {getattr(self.routellm, role)!r} is not in `models` ({', '.join(names)})"
                     )
+        for name in ("request_deadline_s", "shutdown_timeout_s"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not (isinstance(value, (int, float)) and 0 < value < math.inf):
+                raise CrossroadsError(f"config: {name} must be a positive number of seconds, got {value!r}")
         if self.route_on not in ROUTE_ON:
             raise CrossroadsError(f"config: route_on must be one of {', '.join(ROUTE_ON)}, got {self.route_on!r}")
 

@@ -13,7 +13,7 @@ import math
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NoReturn
 
 import anyio
 
@@ -27,12 +27,15 @@ from crossroads.serve.requests import BadRequest, ChatRequest, message_text
 from crossroads.serve.routing import Choice, Routes
 from crossroads.serve.shadow import ShadowCalls
 from crossroads.store import UnknownDecisionError, open_store
+from crossroads.upstream.http import redact_credentials
 from crossroads.upstream.providers import UpstreamError, make_provider
 
 log = logging.getLogger("crossroads.serve")
 
 #: Decisions are written in batches; feedback sent to another replica may arrive before its decision is committed.
 DECISION_WAIT_S = 1.0
+#: Readiness reports the store as degraded when its probe write takes longer than this.
+READY_STORE_TIMEOUT_S = 2.0
 
 
 class AllModelsFailed(CrossroadsError):
@@ -42,6 +45,25 @@ class AllModelsFailed(CrossroadsError):
         self.choice, self.errors = choice, errors
         tried = "; ".join(str(error) for error in errors)
         super().__init__(f"no model could answer (decision {choice.decision_id}): {tried}")
+
+
+class RequestRejected(AllModelsFailed):
+    """Every model refused the request as invalid (HTTP 400 or 422), e.g. ``temperature: 5``: the client's mistake."""
+
+    def __init__(self, choice: Choice, errors: list[UpstreamError]):
+        super().__init__(choice, errors)
+        tried = "; ".join(str(error) for error in errors)
+        self.args = (f"every model rejected the request as invalid (decision {choice.decision_id}): {tried}",)
+
+
+class DeadlineExceeded(AllModelsFailed):
+    """The request's deadline (``request_deadline_s``) passed before any model answered."""
+
+    def __init__(self, choice: Choice, errors: list[UpstreamError], deadline_s: float):
+        super().__init__(choice, errors)
+        tried = "; ".join(str(error) for error in errors) or "no model was tried"
+        self.args = (f"the request deadline of {deadline_s:g} s (request_deadline_s) passed before any model "
+                     f"answered (decision {choice.decision_id}): {tried}",)
 
 
 class Health:
@@ -77,6 +99,10 @@ class Attempts:
     errors: list[UpstreamError] = field(default_factory=list)
     model: str | None = None
     ttft_s: float | None = None
+    deadline_s: float = math.inf  # time.perf_counter() by which the request must have its answer (or first chunk)
+
+    def remaining_s(self) -> float:
+        return self.deadline_s - time.perf_counter()
 
 
 class Gateway:
@@ -128,13 +154,19 @@ class Gateway:
     async def complete(self, request: ChatRequest) -> tuple[Choice, dict[str, Any]]:
         """The answer of the first ranked model that gives one, in OpenAI's wire format."""
         choice = await self.decide(request)
-        attempts = Attempts(choice)
+        attempts = self._attempts(choice)
         for model in choice.ranking:
+            if attempts.remaining_s() <= 0:
+                break
             try:
-                answer = await self.providers[model].complete(self._body(request, model))
+                answer = await self._before_deadline(attempts, model, self.providers[model].complete(
+                    self._body(request, model)))
             except UpstreamError as error:
                 self._failed(attempts, model, error)
                 continue
+            except asyncio.CancelledError:  # the server stops (shutdown_timeout_s passed) with the call in flight
+                self._finish(attempts, request, {}, "", "disconnected")
+                raise
             self._succeeded(attempts, model)
             usage = answer.get("usage") or {}
             text = "".join(message_text(c.get("message") or {}) for c in answer["choices"] if isinstance(c, dict))
@@ -144,27 +176,38 @@ class Gateway:
                                     "fallbacks_used": len(attempts.errors)}
             self.shadow.after_answer(choice.decision_id, choice.route, request, model)
             return choice, answer
-        self._finish(attempts, request, {}, "", "failed")
-        raise AllModelsFailed(choice, attempts.errors)
+        self._give_up(attempts, request)
 
     async def stream(self, request: ChatRequest) -> tuple[Choice, AsyncIterator[dict[str, Any]]]:
         """A stream from the first ranked model that sends its first chunk; later failures end it with an error chunk."""
         choice = await self.decide(request)
-        attempts = Attempts(choice)
-        for model in choice.ranking:
-            chunks = self.providers[model].stream(self._body(request, model))
-            try:
-                first = await chunks.__anext__()
-            except (UpstreamError, StopAsyncIteration) as error:
-                if isinstance(error, StopAsyncIteration):
-                    error = UpstreamError(model, "malformed", "the stream ended before its first chunk")
-                self._failed(attempts, model, error)
-                continue
-            attempts.ttft_s = time.perf_counter() - attempts.started_s
-            attempts.model = model  # healthy once the stream ends well: it may still break (see _relay)
-            return choice, self._relay(request, attempts, first, chunks)
-        self._finish(attempts, request, {}, "", "failed")
-        raise AllModelsFailed(choice, attempts.errors)
+        return choice, await self.open_stream(request, choice)
+
+    async def open_stream(self, request: ChatRequest, choice: Choice) -> AsyncIterator[dict[str, Any]]:
+        """The stream of the first model of ``choice.ranking`` that sends its first chunk before the deadline.
+
+        The request deadline bounds the wait for the first chunk, not the stream after it.
+        """
+        attempts = self._attempts(choice)
+        try:
+            for model in choice.ranking:
+                if attempts.remaining_s() <= 0:
+                    break
+                chunks = self.providers[model].stream(self._body(request, model))
+                try:
+                    first = await self._before_deadline(attempts, model, chunks.__anext__())
+                except (UpstreamError, StopAsyncIteration) as error:
+                    if isinstance(error, StopAsyncIteration):
+                        error = UpstreamError(model, "malformed", "the stream ended before its first chunk")
+                    self._failed(attempts, model, error)
+                    continue
+                attempts.ttft_s = time.perf_counter() - attempts.started_s
+                attempts.model = model  # healthy once the stream ends well: it may still break (see _relay)
+                return self._relay(request, attempts, first, chunks)
+        except asyncio.CancelledError:  # the client went away (or the server stops) before the first chunk
+            self._finish(attempts, request, {}, "", "disconnected")
+            raise
+        self._give_up(attempts, request)
 
     async def _relay(self, request: ChatRequest, attempts: Attempts, first: dict[str, Any],
                      chunks: AsyncIterator[dict[str, Any]]) -> AsyncIterator[dict[str, Any]]:
@@ -196,6 +239,28 @@ class Gateway:
             if status in ("ok", "broken"):  # the client read the stream to its end
                 self.shadow.after_answer(attempts.choice.decision_id, attempts.choice.route, request, model)
 
+    def _attempts(self, choice: Choice) -> Attempts:
+        attempts = Attempts(choice)
+        attempts.deadline_s = attempts.started_s + self.config.request_deadline_s
+        return attempts
+
+    async def _before_deadline(self, attempts: Attempts, model: str, call: Any) -> Any:
+        """``await call``, cut off when the request's deadline passes (an UpstreamError of kind ``deadline``)."""
+        try:
+            return await asyncio.wait_for(call, max(attempts.remaining_s(), 0.0))
+        except TimeoutError:
+            raise UpstreamError(model, "deadline", f"no answer before the request deadline of "
+                                f"{self.config.request_deadline_s:g} s passed") from None
+
+    def _give_up(self, attempts: Attempts, request: ChatRequest) -> NoReturn:
+        """Record the call as failed and raise DeadlineExceeded (time ran out) or AllModelsFailed."""
+        self._finish(attempts, request, {}, "", "failed")
+        if attempts.remaining_s() <= 0:
+            raise DeadlineExceeded(attempts.choice, attempts.errors, self.config.request_deadline_s)
+        if attempts.errors and all(_rejects_request(error) for error in attempts.errors):
+            raise RequestRejected(attempts.choice, attempts.errors)
+        raise AllModelsFailed(attempts.choice, attempts.errors)
+
     def _body(self, request: ChatRequest, model: str) -> dict[str, Any]:
         config = self.config.model(model)
         return {**config.defaults, **request.body, "model": config.upstream_model}
@@ -203,7 +268,8 @@ class Gateway:
     def _failed(self, attempts: Attempts, model: str, error: UpstreamError) -> None:
         log.warning("decision %s: %s", attempts.choice.decision_id, error)
         attempts.errors.append(error)
-        self.health.failed(model)
+        if not _rejects_request(error):  # a model that refuses a bad request is healthy
+            self.health.failed(model)
         self.metrics.errors.labels(model, error.kind).inc()
         ranking = attempts.choice.ranking
         if model != ranking[-1]:
@@ -303,6 +369,25 @@ class Gateway:
             (config.expected_latency_s or 0.0) if latency_s is None else latency_s,
         ))
 
+    # -- readiness ------------------------------------------------------------------------
+    async def not_ready(self) -> list[str]:
+        """Why this gateway cannot serve well now (empty when it can): the store cannot write, or a
+        route (or, without routes, the pool) has every model cooling down."""
+        reasons = []
+        try:  # a real write that changes nothing a reader sees: the pool's prices, as this server serves them
+            prices = {model.name: (model.price_per_mtok_in, model.price_per_mtok_out) for model in self.config.models}
+            await asyncio.wait_for(asyncio.to_thread(self.store.record_pool, prices), READY_STORE_TIMEOUT_S)
+        except TimeoutError:
+            reasons.append(f"store: a write took longer than {READY_STORE_TIMEOUT_S:g} s")
+        except Exception as error:  # noqa: BLE001 (any failure to write is the reason)
+            reasons.append(f"store: cannot write ({type(error).__name__}: {redact_credentials(str(error))[:200]})")
+        cooling = self.health.unavailable()
+        groups = {f"route {route.name!r}": list(route.models) or self.config.model_names for route in self.config.routes}
+        for name, models in (groups or {"pool": self.config.model_names}).items():
+            if models and set(models) <= cooling:
+                reasons.append(f"{name}: every model is cooling down ({', '.join(models)})")
+        return reasons
+
     async def close_providers(self) -> None:
         for provider in self.providers.values():
             await provider.aclose()
@@ -312,6 +397,11 @@ class Gateway:
         await self.close_providers()
         self.learners.snapshot(self.store)
         self.store.close()
+
+
+def _rejects_request(error: UpstreamError) -> bool:
+    """Whether the upstream refused the request's body as invalid (400, 422): the client's fault, not the model's."""
+    return error.kind == "status" and error.status in (400, 422)
 
 
 def _count(value: Any) -> int | None:

@@ -67,9 +67,16 @@ MIGRATIONS: list[list[str]] = [
             created_s {float} NOT NULL, PRIMARY KEY (decision_id, model))""",
         "ALTER TABLE feedback ADD COLUMN model TEXT",
     ],
+    [  # version 4: who made a decision, idempotent feedback, rate limits every replica shares
+        "ALTER TABLE decisions ADD COLUMN client TEXT",
+        "ALTER TABLE feedback ADD COLUMN idempotency_key TEXT",
+        "CREATE UNIQUE INDEX feedback_idempotency_key ON feedback (idempotency_key)",
+        """CREATE TABLE rate_limits (
+            bucket TEXT PRIMARY KEY, tokens {float} NOT NULL, updated_s {float} NOT NULL)""",
+    ],
 ]
 
-TABLES = ("decisions", "outcomes", "shadow_outcomes", "feedback", "learner_state", "pool")
+TABLES = ("decisions", "outcomes", "shadow_outcomes", "feedback", "learner_state", "pool", "rate_limits")
 _DECISION_COLUMNS = (
     "decision_id, route, model, learner_key, candidates, probability, scores, context, created_s, prompt, category"
 )
