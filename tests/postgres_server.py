@@ -91,6 +91,17 @@ class PostgresServer:
                 return
         raise RuntimeError(f"PostgreSQL did not start:\n{started.stdout}\n{self.log()}")
 
+    def stop(self) -> None:
+        """Stop the server (an outage); :meth:`restart` brings it back on the same port with the same data."""
+        assert self._dir is not None
+        self._run("pg_ctl", "stop", "-D", str(self._dir / "data"), "-m", "fast", "-w")
+
+    def restart(self) -> None:
+        assert self._dir is not None and self.port is not None
+        options = f"-h 127.0.0.1 -p {self.port} -k {shlex.quote(str(self._dir))} -c fsync=off"
+        self._run("pg_ctl", "start", "-D", str(self._dir / "data"), "-w", "-t", str(START_TIMEOUT_S),
+                  "-l", str(self._dir / "server.log"), "-o", options)
+
     def log(self) -> str:
         """The server's log so far (for failure messages)."""
         assert self._dir is not None

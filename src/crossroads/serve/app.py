@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import hashlib
 import hmac
 import json
 import logging
@@ -29,11 +30,13 @@ from starlette.routing import Route
 
 from crossroads.errors import CrossroadsError
 from crossroads.serve.config import ServeConfig, load_config
-from crossroads.serve.gateway import AllModelsFailed, DeadlineExceeded, Gateway, RequestRejected
+from crossroads.serve.gateway import AllModelsFailed, DeadlineExceeded, FeedbackForbidden, Gateway, RequestRejected
 from crossroads.serve.limits import Limits, retry_after
 from crossroads.serve.requests import MAX_NAME_CHARS, BadJSON, BadRequest, parse_chat_request, parse_json_body
 from crossroads.serve.routing import UnknownRoute
 from crossroads.store import DuplicateFeedbackError, UnknownDecisionError
+from crossroads.store.sql import unavailable as store_unavailable
+from crossroads.upstream.http import redact_credentials
 
 log = logging.getLogger("crossroads.serve")
 #: One INFO line per request (``crossroads serve --access-log``): never the prompt or a key.
@@ -48,6 +51,8 @@ SHUTDOWN_FLUSH_S = 5.0
 STREAM_HEADERS_S = 1.0
 #: A stream waiting for its first chunk sends an SSE comment this often, so that clients and proxies keep waiting.
 STREAM_KEEPALIVE_S = 5.0
+#: Retry-After of a 503 while the store cannot answer (down, disk full, spool full).
+STORE_RETRY_AFTER_S = 5.0
 
 
 class HTTPError(Exception):
@@ -157,6 +162,7 @@ class Server:
         await self.client(request)
         chat = parse_chat_request(await self.json_body(request), self.config.route_on,
                                   self.config.security.max_messages)
+        chat = dataclasses.replace(chat, client=self._client_id(request))
         if not chat.stream:
             choice, answer = await self.gateway.complete(chat)
             request.state.access = {"route": choice.route, "model": answer["model"],
@@ -202,8 +208,8 @@ class Server:
             if not isinstance(body["prompt"], str):
                 raise BadRequest("`prompt` must be a string", "prompt")
             body = {**body, "messages": [{"role": "user", "content": body.pop("prompt")}]}
-        choice = await self.gateway.decide(parse_chat_request(body, self.config.route_on,
-                                                              self.config.security.max_messages))
+        chat = parse_chat_request(body, self.config.route_on, self.config.security.max_messages)
+        choice = await self.gateway.decide(dataclasses.replace(chat, client=self._client_id(request)))
         return JSONResponse(choice.to_dict(), headers=_decision_headers(choice.decision_id, choice.model))
 
     async def feedback(self, request: Request) -> Response:
@@ -211,18 +217,24 @@ class Server:
         body = await self.json_body(request)
         if not isinstance(body, dict):
             raise BadRequest("the feedback body must be an object: {decision_id, reward | quality}")
-        unknown = sorted(set(body) - {"decision_id", "reward", "quality", "payload"})
+        unknown = sorted(set(body) - {"decision_id", "reward", "quality", "payload", "idempotency_key"})
         if unknown:
             raise BadRequest(f"unknown feedback fields {unknown}; send decision_id and reward or quality "
-                             "(payload: any JSON you want kept with it)")
+                             "(payload: any JSON you want kept with it; idempotency_key: see the docs)")
         if isinstance(body.get("decision_id"), str) and len(body["decision_id"]) > MAX_NAME_CHARS:
             raise BadRequest(f"`decision_id` is {len(body['decision_id'])} characters long; decision ids (the "
                              f"x-crossroads-decision-id header) have at most {MAX_NAME_CHARS}", "decision_id")
-        result = await anyio.to_thread.run_sync(
-            lambda: self.gateway.feedback(body.get("decision_id"), body.get("reward"), body.get("quality"),
-                                          body.get("payload"))
-        )
+        result = await self.gateway.afeedback(body.get("decision_id"), body.get("reward"), body.get("quality"),
+                                              body.get("payload"), client=self._client_id(request),
+                                              idempotency_key=_idempotency_key(request, body))
         return JSONResponse(result)
+
+    def _client_id(self, request: Request) -> str | None:
+        """A sha256 hex digest of the caller's client key (never the key itself); None without client keys."""
+        token = _bearer(request)
+        if token is None or not self.config.security.client_keys():
+            return None
+        return hashlib.sha256(token.encode("latin-1", "replace")).hexdigest()
 
     async def models(self, request: Request) -> Response:
         await self.client(request)
@@ -361,6 +373,10 @@ class Server:
             except BadRequest as error:
                 status = 400
                 return error_response(HTTPError(400, str(error), "invalid_request_error", None, error.param))
+            except FeedbackForbidden as error:
+                status = 403
+                return error_response(HTTPError(403, str(error), "permission_error", "decision_of_another_client",
+                                                "decision_id"))
             except DuplicateFeedbackError as error:
                 status = 409
                 return error_response(HTTPError(409, str(error), "invalid_request_error", "feedback_exists",
@@ -381,10 +397,16 @@ class Server:
                 status = 502
                 return error_response(HTTPError(502, str(error), "upstream_error", "all_models_failed",
                                                 headers={DECISION_HEADER: error.choice.decision_id}))
-            except CrossroadsError as error:
-                status = 400
-                return error_response(HTTPError(400, str(error), "invalid_request_error"))
-            except Exception:
+            except Exception as error:
+                if store_unavailable(error):  # the store is down or full: the server's trouble, retry later
+                    status = 503
+                    log.warning("%s: the store cannot answer: %s", name, redact_credentials(str(error))[:300])
+                    return error_response(HTTPError(
+                        503, f"the store cannot answer now ({type(error).__name__}); retry later", "server_error",
+                        "store_unavailable", headers=retry_after(STORE_RETRY_AFTER_S)))
+                if isinstance(error, CrossroadsError):
+                    status = 400
+                    return error_response(HTTPError(400, str(error), "invalid_request_error"))
                 log.exception("unexpected error in %s", name)
                 return error_response(HTTPError(500, "internal error in crossroads; see the server log",
                                                 "server_error"))
@@ -449,6 +471,20 @@ def _bearer(request: Request) -> str | None:
     value = request.headers.get("authorization", "")
     scheme, _, token = value.partition(" ")
     return token.strip() or None if scheme.lower() == "bearer" else None
+
+
+def _idempotency_key(request: Request, body: dict[str, Any]) -> str | None:
+    """The feedback's idempotency key, from the ``Idempotency-Key`` header or the ``idempotency_key`` field."""
+    header, field = request.headers.get("idempotency-key"), body.get("idempotency_key")
+    if header is not None and field is not None and header != field:
+        raise BadRequest("the Idempotency-Key header and the `idempotency_key` field differ: send one",
+                         "idempotency_key")
+    key = field if field is not None else header
+    if key is not None and not (isinstance(key, str) and 0 < len(key) <= MAX_NAME_CHARS and key.isascii()
+                                and key.isprintable()):
+        raise BadRequest(f"an idempotency key must be 1 to {MAX_NAME_CHARS} printable ASCII characters",
+                         "idempotency_key")
+    return key
 
 
 def _decision_headers(decision_id: str, model: str) -> dict[str, str]:

@@ -126,6 +126,8 @@ class ServeConfig:
     default_route: str | None = None  # used when the request names no model
     store: str = DEFAULT_STORE
     store_prompts: bool = False  # privacy: prompts and responses are kept only when True
+    store_spool: str | None = None  # rows the store cannot take during an outage; None: beside the SQLite file, or ./
+    store_spool_max_mb: float = 100.0  # past this the server answers 503 until the store is back
     route_on: str = "last_message"
     embedder: str = "minilm-onnx"
     cooldown_s: float = 30.0
@@ -170,6 +172,12 @@ class ServeConfig:
                     raise CrossroadsError(
                         f"config: routellm.{role} {getattr(self.routellm, role)!r} is not in `models` ({', '.join(names)})"
                     )
+        if (isinstance(self.store_spool_max_mb, bool) or not isinstance(self.store_spool_max_mb, (int, float))
+                or not 0 < self.store_spool_max_mb < math.inf):
+            raise CrossroadsError(f"config: store_spool_max_mb must be a positive number of megabytes, got "
+                                  f"{self.store_spool_max_mb!r}")
+        if self.store_spool is not None and not isinstance(self.store_spool, str):
+            raise CrossroadsError(f"config: store_spool must be a file path, got {self.store_spool!r}")
         for name in ("request_deadline_s", "shutdown_timeout_s"):
             value = getattr(self, name)
             if isinstance(value, bool) or not (isinstance(value, (int, float)) and 0 < value < math.inf):

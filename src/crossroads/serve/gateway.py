@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import re
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -26,7 +27,9 @@ from crossroads.serve.metrics import Metrics
 from crossroads.serve.requests import BadRequest, ChatRequest, message_text
 from crossroads.serve.routing import Choice, Routes
 from crossroads.serve.shadow import ShadowCalls
-from crossroads.store import UnknownDecisionError, open_store
+from crossroads.store import DuplicateFeedbackError, UnknownDecisionError, open_store
+from crossroads.store.spool import Spool
+from crossroads.store.sql import StoreUnavailableError, parse_store_url
 from crossroads.upstream.http import redact_credentials
 from crossroads.upstream.providers import UpstreamError, make_provider
 
@@ -34,6 +37,13 @@ log = logging.getLogger("crossroads.serve")
 
 #: Decisions are written in batches; feedback sent to another replica may arrive before its decision is committed.
 DECISION_WAIT_S = 1.0
+#: How often a feedback waiting for its decision looks again (on the event loop, holding no worker thread).
+DECISION_POLL_S = 0.1
+#: Most feedback requests waiting for a decision at once; beyond that an unknown id gets 404 at once, so a flood of
+#: bogus ids costs one lookup each (issue 14: 200 of them, each holding a thread 1 s, delayed valid feedback 200x).
+MAX_DECISION_WAITERS = 32
+#: The ids ``Routes.decide`` hands out; only these are worth waiting for.
+DECISION_ID = re.compile(r"dec_[0-9a-f]{32}")
 #: Readiness reports the store as degraded when its probe write takes longer than this.
 READY_STORE_TIMEOUT_S = 2.0
 
@@ -64,6 +74,15 @@ class DeadlineExceeded(AllModelsFailed):
         tried = "; ".join(str(error) for error in errors) or "no model was tried"
         self.args = (f"the request deadline of {deadline_s:g} s (request_deadline_s) passed before any model "
                      f"answered (decision {choice.decision_id}): {tried}",)
+
+
+class FeedbackForbidden(CrossroadsError):
+    """Feedback sent with another client key than the one that made the decision."""
+
+    def __init__(self, decision_id: str):
+        self.decision_id = decision_id
+        super().__init__(f"decision {decision_id!r} was made with another client key: only the client key that "
+                         "made a decision may send its feedback")
 
 
 class Health:
@@ -117,7 +136,7 @@ class Gateway:
     def __init__(self, config: ServeConfig, store: Any = None, http_client: Any = None,
                  embedder: Any = None, metrics: Metrics | None = None):
         self.config = config
-        self.store = store if store is not None else open_store(config.store)
+        self.store = store if store is not None else open_store(config.store, _spool(config))
         self.http_client = http_client
         self.providers = {model.name: make_provider(model, http_client) for model in config.models}
         self.learners = RouteLearners(config.routes, config.model_names, config.snapshot_every)
@@ -126,13 +145,20 @@ class Gateway:
         self.metrics = metrics or Metrics()
         self.health = Health(config.cooldown_s, config.failures_before_cooldown)
         self.shadow = ShadowCalls(config, self.providers, self.store, self.metrics)
+        self._decision_waiters = 0  # feedback requests waiting for their decision (see _awaited_decision)
         self.learners.restore(self.store)
         self.store.record_pool({model.name: (model.price_per_mtok_in, model.price_per_mtok_out)
                                 for model in config.models})
 
     # -- deciding --------------------------------------------------------------------
     async def decide(self, request: ChatRequest) -> Choice:
-        """The decision for ``request``, recorded in the store (embedding routers run off the event loop)."""
+        """The decision for ``request``, recorded in the store (embedding routers run off the event loop).
+
+        Refused (StoreUnavailableError) while the store is down and its spool full: it could not be recorded.
+        """
+        if getattr(self.store, "spool_full", lambda: False)():
+            raise StoreUnavailableError("the store cannot write and its spool is full (store_spool_max_mb): "
+                                        "decisions could not be recorded; retry when it is back")
         args = (request.model, request.text, request.overrides, self.health.unavailable())
         if self.routes.needs_embedding(request.model):
             choice = await anyio.to_thread.run_sync(lambda: self.routes.decide(*args))
@@ -146,6 +172,7 @@ class Gateway:
                     **({"explored": True} if choice.explored else {})},
             context=choice.context, created_s=time.time(),
             prompt=request.text if self.config.store_prompts else None, category=request.overrides.category,
+            client=request.client,
         )
         self.metrics.decisions.labels(choice.route, choice.model).inc()
         return choice
@@ -308,23 +335,35 @@ class Gateway:
 
     # -- learning -------------------------------------------------------------------------
     def feedback(self, decision_id: str, reward: float | None = None, quality: float | None = None,
-                 payload: dict[str, Any] | None = None) -> dict[str, Any]:
-        """Store feedback for an earlier decision (durably, before returning) and apply it to the learners."""
-        if not isinstance(decision_id, str) or not decision_id:
-            raise BadRequest("`decision_id` must be the id of an earlier decision (the x-crossroads-decision-id header)",
-                             "decision_id")
-        for name, value in (("reward", reward), ("quality", quality)):
-            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
-                                      or not math.isfinite(value)):
-                raise BadRequest(f"`{name}` must be a finite number", name)
-        if quality is not None and not 0.0 <= quality <= 1.0:
-            raise BadRequest("`quality` must lie in [0, 1] (1 = a perfect answer)", "quality")
-        if reward is None and quality is None:
-            raise BadRequest("send `reward` (in [0, 1]) or `quality` (in [0, 1], priced against the route's objective)")
-        if reward is not None and quality is not None:
-            raise BadRequest("send `reward` or `quality`, not both: a reward is computed from the quality, so "
-                             "both would say the same thing twice", "reward")
-        decision = self._stored_decision(decision_id)
+                 payload: dict[str, Any] | None = None, *, client: str | None = None,
+                 idempotency_key: str | None = None) -> dict[str, Any]:
+        """Store feedback for an earlier decision (durably, before returning) and apply it to the learners.
+
+        ``client`` (a hash of the caller's key, see ``decide``) must be the one that made the decision, when both
+        are known.  ``idempotency_key``: the same key on the same decision again returns the first answer
+        (``"replayed": true``) and stores nothing.  A second feedback without it raises DuplicateFeedbackError.
+        """
+        _check_feedback(decision_id, reward, quality)
+        return self._apply_feedback(self._stored_decision(decision_id), reward, quality, payload, client,
+                                    idempotency_key)
+
+    async def afeedback(self, decision_id: str, reward: float | None = None, quality: float | None = None,
+                        payload: dict[str, Any] | None = None, *, client: str | None = None,
+                        idempotency_key: str | None = None) -> dict[str, Any]:
+        """``feedback`` for the server: waits for a decision in flight on the event loop, not in a worker thread."""
+        _check_feedback(decision_id, reward, quality)
+        decision = await self._awaited_decision(decision_id)
+        return await anyio.to_thread.run_sync(
+            lambda: self._apply_feedback(decision, reward, quality, payload, client, idempotency_key))
+
+    def _apply_feedback(self, decision: dict[str, Any], reward: float | None, quality: float | None,
+                        payload: dict[str, Any] | None, client: str | None,
+                        idempotency_key: str | None) -> dict[str, Any]:
+        decision_id = decision["decision_id"]
+        if client is not None and decision.get("client") not in (None, client):
+            raise FeedbackForbidden(decision_id)
+        if idempotency_key is not None and (earlier := self._replayed(decision, idempotency_key)):
+            return earlier
         route = decision["route"]
         learning = route in self.learners.routes
         if learning and reward is None:
@@ -334,21 +373,65 @@ class Gateway:
             if not low <= reward <= high:
                 raise BadRequest(f"`reward` {reward:g} is outside [{low:g}, {high:g}], the range route "
                                  f"{route!r}'s learner takes", "reward")
-        seq = self.store.add_feedback(decision_id, reward=reward, quality=quality, payload=payload,
-                                      created_s=time.time(), once=True)
+        try:
+            seq = self.store.add_feedback(decision_id, reward=reward, quality=quality, payload=payload,
+                                          created_s=time.time(), once=True,
+                                          idempotency_key=_scoped_key(decision_id, idempotency_key))
+        except DuplicateFeedbackError:  # another request with the same key may have stored it meanwhile
+            if idempotency_key is not None and (earlier := self._replayed(decision, idempotency_key)):
+                return earlier
+            raise
         self.metrics.feedback.labels(decision["route"]).inc()
         applied = self.learners.sync(self.store) if learning else 0
         return {"feedback_id": seq, "decision_id": decision_id, "route": decision["route"], "reward": reward,
                 "learned": bool(learning), "applied": applied}
+
+    def _replayed(self, decision: dict[str, Any], idempotency_key: str) -> dict[str, Any] | None:
+        """The answer of the feedback stored earlier with ``idempotency_key`` on ``decision``, if there is one."""
+        earlier = self.store.feedback_with_key(_scoped_key(decision["decision_id"], idempotency_key))
+        if earlier is None:
+            return None
+        return {"feedback_id": earlier["seq"], "decision_id": decision["decision_id"], "route": decision["route"],
+                "reward": earlier["reward"], "learned": decision["route"] in self.learners.routes, "applied": 0,
+                "replayed": True}
 
     def _stored_decision(self, decision_id: str) -> dict[str, Any]:
         """The decision from the store, waiting up to ``DECISION_WAIT_S`` for another replica's writer to commit it."""
         deadline = time.monotonic() + DECISION_WAIT_S
         while (decision := self.store.decision(decision_id)) is None:
             if time.monotonic() > deadline:
-                raise UnknownDecisionError(decision_id)
-            time.sleep(0.05)
+                raise self._unknown(decision_id)
+            time.sleep(DECISION_POLL_S)
         return decision
+
+    async def _awaited_decision(self, decision_id: str) -> dict[str, Any]:
+        """``_stored_decision`` without holding a thread while it waits, and waiting only for an id that could be one
+        in flight (the format ``Routes.decide`` gives, at most ``MAX_DECISION_WAITERS`` at once)."""
+        decision = await anyio.to_thread.run_sync(self.store.decision, decision_id)
+        if decision is not None:
+            return decision
+        if not DECISION_ID.fullmatch(decision_id) or self._decision_waiters >= MAX_DECISION_WAITERS:
+            raise self._unknown(decision_id)
+        self._decision_waiters += 1
+        try:
+            deadline = time.monotonic() + DECISION_WAIT_S
+            while time.monotonic() < deadline:
+                await asyncio.sleep(DECISION_POLL_S)
+                # our own queue was flushed above: only another replica's commit can bring it now
+                decision = await anyio.to_thread.run_sync(
+                    lambda: self.store.decision(decision_id, flush=False))
+                if decision is not None:
+                    return decision
+        finally:
+            self._decision_waiters -= 1
+        raise self._unknown(decision_id)
+
+    def _unknown(self, decision_id: str) -> Exception:
+        """UnknownDecisionError, or StoreUnavailableError while rows wait in the spool (the decision may be one)."""
+        if getattr(self.store, "spooled_bytes", lambda: 0)() > 0:
+            return StoreUnavailableError(f"decision {decision_id!r} is not in the store, which is catching up after "
+                                         "an outage (rows wait in its spool); retry later")
+        return UnknownDecisionError(decision_id)
 
     def _reward(self, decision: dict[str, Any], quality: float) -> float:
         """The route objective's reward of ``quality`` at the cost and latency the call had.
@@ -407,3 +490,34 @@ def _rejects_request(error: UpstreamError) -> bool:
 def _count(value: Any) -> int | None:
     return int(value) if isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0 else None
 
+
+def _check_feedback(decision_id: Any, reward: Any, quality: Any) -> None:
+    """BadRequest unless a feedback's decision id and numbers are well formed."""
+    if not isinstance(decision_id, str) or not decision_id:
+        raise BadRequest("`decision_id` must be the id of an earlier decision (the x-crossroads-decision-id header)",
+                         "decision_id")
+    for name, value in (("reward", reward), ("quality", quality)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
+                                  or not math.isfinite(value)):
+            raise BadRequest(f"`{name}` must be a finite number", name)
+    if quality is not None and not 0.0 <= quality <= 1.0:
+        raise BadRequest("`quality` must lie in [0, 1] (1 = a perfect answer)", "quality")
+    if reward is None and quality is None:
+        raise BadRequest("send `reward` (in [0, 1]) or `quality` (in [0, 1], priced against the route's objective)")
+    if reward is not None and quality is not None:
+        raise BadRequest("send `reward` or `quality`, not both: a reward is computed from the quality, so "
+                         "both would say the same thing twice", "reward")
+
+
+def _scoped_key(decision_id: str, idempotency_key: str | None) -> str | None:
+    """An idempotency key as stored: per decision, so that two clients' keys never collide."""
+    return None if idempotency_key is None else f"{decision_id} {idempotency_key}"
+
+
+def _spool(config: ServeConfig) -> Spool:
+    """Where rows wait while the store is down: ``store_spool``, or beside the SQLite file, or ``./crossroads-spool``."""
+    path = config.store_spool
+    if path is None:
+        kind, where = parse_store_url(config.store)
+        path = f"{where}.spool" if kind == "sqlite" and where != ":memory:" else "crossroads-spool"
+    return Spool(path, int(config.store_spool_max_mb * 1_000_000))

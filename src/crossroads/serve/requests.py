@@ -50,6 +50,8 @@ class ChatRequest:
     text: str
     stream: bool
     overrides: Overrides
+    #: A sha256 hex digest of the client key that sent it (None without client keys): only it may send feedback.
+    client: str | None = None
 
 
 class BadJSON(BadRequest):

@@ -22,7 +22,8 @@ from typing import Any, Self
 import numpy as np
 
 from crossroads.errors import CrossroadsError
-from crossroads.store.sql import MIGRATION_LOCK_KEY, Database, connect
+from crossroads.store.spool import Spool
+from crossroads.store.sql import MIGRATION_LOCK_KEY, Database, connect, unavailable
 
 log = logging.getLogger(__name__)
 
@@ -78,12 +79,15 @@ MIGRATIONS: list[list[str]] = [
 
 TABLES = ("decisions", "outcomes", "shadow_outcomes", "feedback", "learner_state", "pool", "rate_limits")
 _DECISION_COLUMNS = (
-    "decision_id, route, model, learner_key, candidates, probability, scores, context, created_s, prompt, category"
+    "decision_id, route, model, learner_key, candidates, probability, scores, context, created_s, prompt, category, "
+    "client"
 )
 _OUTCOME_COLUMNS = (
     "model, status, cost_usd, latency_s, ttft_s, tokens_in, tokens_out, fallbacks, error, response, created_s"
 )
-_INSERT_DECISION = f"INSERT INTO decisions ({_DECISION_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+# ON CONFLICT DO NOTHING: a decision replayed from the spool may have been committed before the outage was noticed
+_INSERT_DECISION = (f"INSERT INTO decisions ({_DECISION_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                    "ON CONFLICT (decision_id) DO NOTHING")
 _UPSERT_OUTCOME = (
     f"INSERT INTO outcomes (decision_id, {_OUTCOME_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
     "ON CONFLICT (decision_id) DO UPDATE SET "
@@ -96,9 +100,14 @@ _UPSERT_SHADOW = (
     + ", ".join(f"{c} = excluded.{c}" for c in _SHADOW_COLUMNS.split(", ")[1:])
 )
 _INSERT_FEEDBACK = (
-    "INSERT INTO feedback (decision_id, reward, quality, payload, created_s, source, model) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?)"
+    "INSERT INTO feedback (decision_id, reward, quality, payload, created_s, source, model, idempotency_key) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
 )
+#: The queued statements by the name the spool keeps them under.
+_SPOOLED = {"decision": _INSERT_DECISION, "outcome": _UPSERT_OUTCOME, "shadow_outcome": _UPSERT_SHADOW}
+_SPOOL_KIND = {sql: kind for kind, sql in _SPOOLED.items()}
+#: While rows wait in the spool, the writer tries to replay them this often.
+REPLAY_INTERVAL_S = 1.0
 #: Who sent a feedback when nobody said: the application's users (labellers will name themselves).
 USER_SOURCE = "user"
 _STOP = object()
@@ -137,9 +146,12 @@ class UnknownDecisionError(CrossroadsError):
         )
 
 
-def open_store(url: str) -> Store:
-    """The store at ``url`` with its schema brought up to date (see ``crossroads.store.sql.URL_FORMS``)."""
-    return Store(connect(url))
+def open_store(url: str, spool: Spool | None = None) -> Store:
+    """The store at ``url`` with its schema brought up to date (see ``crossroads.store.sql.URL_FORMS``).
+
+    ``spool`` keeps the rows the database cannot take during an outage (see :mod:`crossroads.store.spool`).
+    """
+    return Store(connect(url), spool)
 
 
 class Store:
@@ -148,8 +160,10 @@ class Store:
     Use as a context manager, or call :meth:`close`: decisions still queued are written then.
     """
 
-    def __init__(self, db: Database):
+    def __init__(self, db: Database, spool: Spool | None = None):
         self._db = db
+        self._spool = spool
+        self._replayed_s = 0.0  # when the writer last tried to replay the spool
         try:
             self.schema_version = migrate(db)
             self._writer_db = db.writer()
@@ -158,6 +172,10 @@ class Store:
             raise
         self._queue: queue.Queue[Any] = queue.Queue(maxsize=WRITER_QUEUE_ROWS)
         self._put_lock = threading.Lock()
+        # rows queued per decision id, so that reading a decision waits for the writer only when it has some of its
+        # rows (a flush per lookup made 200 lookups of unknown ids take over 1 s: a thread handoff each)
+        self._queued: dict[str, int] = {}
+        self._queued_lock = threading.Lock()
         self._closed = False
         self._writer = threading.Thread(target=self._write_loop, name="crossroads-store-writer", daemon=True)
         self._writer.start()
@@ -177,12 +195,16 @@ class Store:
         created_s: float,
         prompt: str | None = None,
         category: str | None = None,
+        client: str | None = None,
     ) -> None:
-        """Queue a decision; ``context`` (the prompt embedding) is kept as float32, ``prompt`` only if given."""
+        """Queue a decision; ``context`` (the prompt embedding) is kept as float32, ``prompt`` only if given.
+
+        ``client`` identifies who asked (the server stores a sha256 hex digest of the client key, never the key).
+        """
         blob = None if context is None else np.asarray(context, dtype=np.float32).ravel().tobytes()
         scores_json = None if scores is None else _dumps(scores)
         row = (decision_id, route, model, learner_key, _dumps(list(candidates)), _float(probability), scores_json,
-               blob, float(created_s), prompt, category)
+               blob, float(created_s), prompt, category, client)
         self._put((_INSERT_DECISION, row))
 
     def record_outcome(
@@ -240,9 +262,13 @@ class Store:
             self._queue.put(done)
         done.wait()
 
-    def decision(self, decision_id: str) -> dict | None:
-        """A recorded decision with its ``outcome`` (or ``None``); ``None`` if there is no such decision."""
-        self.flush()
+    def decision(self, decision_id: str, *, flush: bool = True) -> dict | None:
+        """A recorded decision with its ``outcome`` (or ``None``); ``None`` if there is no such decision.
+
+        Waits for the writer when this process has rows of the decision queued; ``flush=False`` never waits.
+        """
+        if flush and decision_id in self._queued:
+            self.flush()
         rows = self._db.execute(
             f"SELECT {_prefixed('d', _DECISION_COLUMNS)}, o.decision_id, {_prefixed('o', _OUTCOME_COLUMNS)} "
             "FROM decisions d LEFT JOIN outcomes o ON o.decision_id = d.decision_id WHERE d.decision_id = ?",
@@ -264,6 +290,7 @@ class Store:
     def add_feedback(
         self, decision_id: str, *, reward: float | None, quality: float | None, payload: dict | None,
         created_s: float, once: bool = False, source: str = USER_SOURCE, model: str | None = None,
+        idempotency_key: str | None = None,
     ) -> int:
         """Store feedback on a decision, committed to disk before returning; its sequence number.
 
@@ -273,14 +300,15 @@ class Store:
         answer the client was served.  More than one feedback per decision is kept (one row
         each), unless ``once``: then a decision that has feedback from the same source on the
         same answer already raises :class:`DuplicateFeedbackError`, also when two processes
-        send it at the same time.
+        send it at the same time.  ``idempotency_key`` is stored with it (unique: a second insert
+        with the same key fails); :meth:`feedback_with_key` finds the feedback by it.
         """
         if not self._known(decision_id):
             self.flush()  # the decision may still be waiting in the writer's queue
             if not self._known(decision_id):
                 raise UnknownDecisionError(decision_id)
         row = (decision_id, _float(reward), _float(quality), None if payload is None else _dumps(payload),
-               float(created_s), source, model)
+               float(created_s), source, model, idempotency_key)
         if not once:
             return self._db.insert_returning_seq(_INSERT_FEEDBACK, row)
         with self._db.transaction():
@@ -291,6 +319,15 @@ class Store:
             if earlier[0][0] is not None:
                 raise DuplicateFeedbackError(decision_id, int(earlier[0][0]))
             return self._db.insert_returning_seq(_INSERT_FEEDBACK, row)
+
+    def feedback_with_key(self, idempotency_key: str) -> dict | None:
+        """The feedback stored with ``idempotency_key`` (``seq, decision_id, reward, quality``), or None."""
+        rows = self._db.execute("SELECT seq, decision_id, reward, quality FROM feedback WHERE idempotency_key = ?",
+                                (idempotency_key,))
+        if not rows:
+            return None
+        seq, decision_id, reward, quality = rows[0]
+        return {"seq": int(seq), "decision_id": decision_id, "reward": _float(reward), "quality": _float(quality)}
 
     def feedback_since(self, cursor: int, limit: int = 1000) -> tuple[list[dict], int]:
         """Feedback with ``seq > cursor`` in ``seq`` order, joined with its decision; and the new cursor.
@@ -558,12 +595,19 @@ class Store:
         with self._put_lock:
             if self._closed:
                 raise CrossroadsError("the store is closed; open a new one to record more")
+            with self._queued_lock:
+                self._queued[item[1][0]] = self._queued.get(item[1][0], 0) + 1
             self._queue.put(item)
 
     def _write_loop(self) -> None:
         """The writer thread: commit whatever is queued in one transaction, then wake waiting flushes."""
         while True:
-            batch = [self._queue.get()]
+            waiting = self._spool is not None and not self._spool.empty
+            try:
+                batch = [self._queue.get(timeout=REPLAY_INTERVAL_S if waiting else None)]
+            except queue.Empty:
+                self._replay()
+                continue
             while len(batch) < WRITER_BATCH:
                 try:
                     batch.append(self._queue.get_nowait())
@@ -572,30 +616,102 @@ class Store:
             rows = [item for item in batch if isinstance(item, tuple)]
             if rows:
                 self._write(rows)
+                with self._queued_lock:
+                    for _, params in rows:
+                        if (left := self._queued.pop(params[0]) - 1) > 0:
+                            self._queued[params[0]] = left
             for item in batch:
                 if isinstance(item, threading.Event):
                     item.set()
             if any(item is _STOP for item in batch):
+                if self._spool is not None and not self._spool.empty:  # one last try; else the next start replays
+                    self._replayed_s = 0.0
+                    self._replay()
                 return
 
     def _write(self, rows: list[tuple[str, tuple]]) -> None:
-        """Commit ``rows`` together; if that fails, one by one, dropping (and logging) the ones that fail."""
+        """Commit ``rows`` together; if that fails, one by one, dropping (and logging) the ones that fail.
+
+        With a spool, rows the database cannot take now (see ``sql.unavailable``) go to the spool instead,
+        and while it holds rows new ones queue behind them there, so that they are written in order.
+        """
+        if self._spool is not None and not self._spool.empty:
+            self._spool.append([(_SPOOL_KIND[sql], params) for sql, params in rows])
+            self._replay()
+            return
         try:
             with self._writer_db.transaction() as db:
                 for sql, group in groupby(rows, key=lambda item: item[0]):
                     db.executemany(sql, [params for _, params in group])
             return
         except Exception as e:  # noqa: BLE001 (the writer thread must outlive any bad row or lost connection)
+            if self._spool is not None and unavailable(e):
+                self._spool.append([(_SPOOL_KIND[sql], params) for sql, params in rows])
+                self._replayed_s = time.monotonic()
+                log.warning("store: cannot write (%s); %d rows kept in the spool %s until it can", e, len(rows),
+                            self._spool.path)
+                return
             log.debug("store: batch of %d rows failed (%s); retrying them one by one", len(rows), e)
+        failed = self._write_each(rows)
+        if failed:
+            log.error("store: dropped %d of %d queued rows; first error: %s", len(failed), len(rows), failed[0])
+
+
+    def _write_each(self, rows: list[tuple[str, tuple]]) -> list[Exception]:
+        """Commit ``rows`` one by one; the errors of the rows that failed for a bad row (the others are spooled)."""
         failed: list[Exception] = []
         for sql, params in rows:
             try:
                 with self._writer_db.transaction() as db:
                     db.execute(sql, params)
-            except Exception as e:  # noqa: BLE001 (logged below)
-                failed.append(e)
-        if failed:
-            log.error("store: dropped %d of %d queued rows; first error: %s", len(failed), len(rows), failed[0])
+            except Exception as e:  # noqa: BLE001 (logged by the caller)
+                if self._spool is not None and unavailable(e):
+                    self._spool.append([(_SPOOL_KIND[sql], params)])
+                else:
+                    failed.append(e)
+        return failed
+
+    def _replay(self) -> None:
+        """Write the spooled rows in order, at most once per ``REPLAY_INTERVAL_S``; keep them if the database
+        still cannot take them (rows refused as bad are dropped and logged, as when first written)."""
+        assert self._spool is not None
+        if self._spool.empty or time.monotonic() - self._replayed_s < REPLAY_INTERVAL_S:
+            return
+        self._replayed_s = time.monotonic()
+        rows = [(_SPOOLED[kind], params) for kind, params in self._spool.rows()]
+        try:
+            with self._writer_db.transaction() as db:
+                for start in range(0, len(rows), WRITER_BATCH):
+                    for sql, group in groupby(rows[start:start + WRITER_BATCH], key=lambda item: item[0]):
+                        db.executemany(sql, [params for _, params in group])
+        except Exception as e:  # noqa: BLE001 (the database may still be down: the rows stay)
+            if unavailable(e):
+                log.debug("store: the spool's %d rows wait for the database (%s)", len(rows), e)
+                return
+            kept, failed = [], []  # one by one: drop only the bad rows, keep those the database cannot take now
+            for sql, params in rows:
+                try:
+                    with self._writer_db.transaction() as db:
+                        db.execute(sql, params)
+                except Exception as row_error:  # noqa: BLE001 (logged below)
+                    if unavailable(row_error):
+                        kept.append((_SPOOL_KIND[sql], params))
+                    else:
+                        failed.append(row_error)
+            if failed:
+                log.error("store: dropped %d of %d spooled rows; first error: %s", len(failed), len(rows), failed[0])
+            self._spool.replace(kept)
+            return
+        self._spool.replace([])
+        log.warning("store: wrote the %d rows kept in the spool %s during an outage", len(rows), self._spool.path)
+
+    def spool_full(self) -> bool:
+        """Whether the spool has reached its bound: the server then refuses new requests until the database is back."""
+        return self._spool is not None and self._spool.full
+
+    def spooled_bytes(self) -> int:
+        """Bytes of rows waiting in the spool for the database (0 without a spool)."""
+        return 0 if self._spool is None else self._spool.size_bytes
 
 
 def migrate(db: Database) -> int:

@@ -9,6 +9,7 @@ and ``{float}``-style type names that :attr:`Database.types` fills in.
 from __future__ import annotations
 
 import sqlite3
+import sys
 import threading
 import time
 import zlib
@@ -28,6 +29,22 @@ SQLITE_SUFFIXES = (".db", ".sqlite", ".sqlite3")
 SQLITE_BUSY_TIMEOUT_MS = 10_000
 #: Key of the PostgreSQL advisory lock held while migrations run (per database).
 MIGRATION_LOCK_KEY = zlib.crc32(b"crossroads.serve.store.migrations")  # the name before the store had its own package
+
+
+class StoreUnavailableError(CrossroadsError):
+    """The database cannot be reached or cannot write now (down, disk full): the server's trouble, worth a retry."""
+
+
+def unavailable(error: BaseException) -> bool:
+    """Whether ``error`` says the database is out of reach or out of space, rather than that a row is bad.
+
+    SQLite's OperationalError covers a full disk, a locked or unreadable file; psycopg's covers a
+    lost connection or a server shutting down (a bad row raises DataError or IntegrityError).
+    """
+    if isinstance(error, (StoreUnavailableError, sqlite3.OperationalError)):
+        return True
+    psycopg = sys.modules.get("psycopg")
+    return psycopg is not None and isinstance(error, (psycopg.OperationalError, psycopg.InterfaceError))
 
 
 class Database:
@@ -216,6 +233,8 @@ class PostgresDatabase(Database):
             ) from e
         try:
             conn = psycopg.connect(self.url, autocommit=True)
+        except psycopg.OperationalError as e:
+            raise StoreUnavailableError(f"cannot connect to PostgreSQL at {self.label}: {e}") from e
         except psycopg.Error as e:
             raise CrossroadsError(f"cannot connect to PostgreSQL at {self.label}: {e}") from e
         conn.execute("SET synchronous_commit TO on")  # a commit is durable when it returns
