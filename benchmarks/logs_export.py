@@ -49,7 +49,7 @@ def fill_fast(store, n: int) -> dict[str, int]:
         with db.transaction():
             db.executemany(_INSERT_DECISION, [
                 (f"d{i}", "auto", m, None, json.dumps(MODELS), 0.5, None, None, 1000.0 + i, PROMPT.format(i=i) * 2,
-                 f"c{i % 7}") for i, m in zip(rows, model)])
+                 f"c{i % 7}", None) for i, m in zip(rows, model)])
             db.executemany(_UPSERT_OUTCOME, [
                 (f"d{i}", m, "ok", 0.001, 0.5, None, 80, 200, 0, None, f"answer {i} " * 20, 1000.0 + i)
                 for i, m in zip(rows, model)])
@@ -57,9 +57,10 @@ def fill_fast(store, n: int) -> dict[str, int]:
             db.executemany(_UPSERT_SHADOW, [
                 (f"d{i}", MODELS[(i + 1) % 3], "ok", 0.002, 0.7, 80, 180, None, f"shadow {i}", 1000.0 + i)
                 for i in shadows])
-            feedback = [(f"d{i}", None, 0.8, None, 1000.0 + i, "user", None) for i in rows if i % 2 == 0]
-            feedback += [(f"d{i}", None, 0.6, None, 1000.0 + i, "judge:x", None) for i in rows if i % 10 < 3]
-            feedback += [(f"d{i}", None, 0.7, None, 1000.0 + i, "judge:x", MODELS[(i + 1) % 3]) for i in shadows]
+            feedback = [(f"d{i}", None, 0.8, None, 1000.0 + i, "user", None, None) for i in rows if i % 2 == 0]
+            feedback += [(f"d{i}", None, 0.6, None, 1000.0 + i, "judge:x", None, None) for i in rows if i % 10 < 3]
+            feedback += [(f"d{i}", None, 0.7, None, 1000.0 + i, "judge:x", MODELS[(i + 1) % 3], None)
+                         for i in shadows]
             db.executemany(_INSERT_FEEDBACK, feedback)
         expected["labelled"] += sum(1 for i in rows if i % 2 == 0 or i % 10 < 3)
         expected["shadow"] += len(shadows)
