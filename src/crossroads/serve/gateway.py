@@ -20,11 +20,11 @@ import anyio
 
 from crossroads.errors import CrossroadsError
 from crossroads.objective import LinearReward, parse_objective
-from crossroads.objective.cost import ASSUMED_OUTPUT_TOKENS, NOMINAL_TOKENS_IN, estimate_tokens
+from crossroads.objective.cost import ASSUMED_OUTPUT_TOKENS, NOMINAL_TOKENS_IN
 from crossroads.serve.config import ServeConfig
 from crossroads.serve.learning import RouteLearners
 from crossroads.serve.metrics import Metrics
-from crossroads.serve.requests import BadRequest, ChatRequest, message_text
+from crossroads.serve.requests import BadRequest, ChatRequest, answer_tokens, message_text
 from crossroads.serve.routing import Choice, Routes
 from crossroads.serve.shadow import ShadowCalls
 from crossroads.store import DuplicateFeedbackError, UnknownDecisionError, open_store
@@ -311,12 +311,7 @@ class Gateway:
         """Price and time the call, record its outcome and count it in the metrics."""
         latency_s = time.perf_counter() - attempts.started_s
         model = attempts.model or attempts.choice.model
-        tokens_in = _count(usage.get("prompt_tokens"))
-        tokens_out = _count(usage.get("completion_tokens"))
-        if status != "failed" and tokens_in is None:  # no usage reported: estimate from the text
-            tokens_in = sum(estimate_tokens(message_text(m)) for m in request.body.get("messages", []))
-        if status != "failed" and tokens_out is None:
-            tokens_out = estimate_tokens(text)
+        tokens_in, tokens_out = (None, None) if status == "failed" else answer_tokens(usage, request, text)
         cost_usd = None if tokens_in is None else self.config.model(model).cost_usd(tokens_in, tokens_out or 0)
         error = "; ".join(str(e) for e in attempts.errors) or None
         self.store.record_outcome(
@@ -487,8 +482,6 @@ def _rejects_request(error: UpstreamError) -> bool:
     return error.kind == "status" and error.status in (400, 422)
 
 
-def _count(value: Any) -> int | None:
-    return int(value) if isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0 else None
 
 
 def _check_feedback(decision_id: Any, reward: Any, quality: Any) -> None:

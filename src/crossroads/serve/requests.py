@@ -16,6 +16,7 @@ from typing import Any
 
 from crossroads.errors import CrossroadsError
 from crossroads.objective import Objective, parse_objective
+from crossroads.objective.cost import estimate_tokens
 
 OVERRIDE_KEYS = ("allowed_models", "category", "max_cost_usd", "objective", "session_id")
 #: The longest model name, session id, category or decision id a request may carry.
@@ -226,3 +227,19 @@ def parse_overrides(raw: Any) -> Overrides:
         raise BadRequest(f"crossroads.category must be a non-empty string (at most {MAX_NAME_CHARS} characters) "
                          "naming the request's task, as in the router's training data", "crossroads.category")
     return Overrides(allowed, None if cap is None else float(cap), objective, session, category)
+
+
+def prompt_tokens(request: ChatRequest) -> int:
+    """The request's messages in tokens, estimated from their text."""
+    return sum(estimate_tokens(message_text(m)) for m in request.body.get("messages", []))
+
+
+def answer_tokens(usage: dict[str, Any], request: ChatRequest, text: str) -> tuple[int, int]:
+    """Tokens in and out of an answer to ``request``: the upstream's reported usage, else estimated from the texts."""
+    tokens_in, tokens_out = _count(usage.get("prompt_tokens")), _count(usage.get("completion_tokens"))
+    return (prompt_tokens(request) if tokens_in is None else tokens_in,
+            estimate_tokens(text) if tokens_out is None else tokens_out)
+
+
+def _count(value: Any) -> int | None:
+    return int(value) if isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0 else None

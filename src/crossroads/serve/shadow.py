@@ -30,10 +30,10 @@ from typing import Any
 
 import numpy as np
 
-from crossroads.objective.cost import ASSUMED_OUTPUT_TOKENS, estimate_tokens
+from crossroads.objective.cost import ASSUMED_OUTPUT_TOKENS
 from crossroads.serve.config import RouteConfig, ServeConfig
 from crossroads.serve.metrics import Metrics
-from crossroads.serve.requests import ChatRequest, message_text
+from crossroads.serve.requests import ChatRequest, answer_tokens, message_text, prompt_tokens
 from crossroads.upstream.providers import UpstreamError
 
 log = logging.getLogger("crossroads.serve")
@@ -113,7 +113,7 @@ class ShadowCalls:
         if cap is not None and self._spent_usd.get(route.name, 0.0) + self._reserved_usd.get(route.name, 0.0) >= cap:
             self.metrics.shadow_skipped.labels(route.name, "cap").inc()
             return
-        expected_usd = self.config.model(model).cost_usd(_prompt_tokens(request), ASSUMED_OUTPUT_TOKENS)
+        expected_usd = self.config.model(model).cost_usd(prompt_tokens(request), ASSUMED_OUTPUT_TOKENS)
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:  # a stream finalised after its event loop stopped: nothing can run any more
@@ -153,10 +153,7 @@ class ShadowCalls:
         self._reserved_usd[route] = max(0.0, self._reserved_usd.get(route, 0.0) - expected_usd)
         tokens_in = tokens_out = cost_usd = None
         if status == "ok":
-            tokens_in = _count(usage.get("prompt_tokens"))
-            tokens_in = _prompt_tokens(request) if tokens_in is None else tokens_in
-            tokens_out = _count(usage.get("completion_tokens"))
-            tokens_out = estimate_tokens(text) if tokens_out is None else tokens_out
+            tokens_in, tokens_out = answer_tokens(usage, request, text)
             cost_usd = self.config.model(model).cost_usd(tokens_in, tokens_out)
             self._roll_day()
             if day == self._day:
@@ -179,11 +176,3 @@ class ShadowCalls:
 
 def _utc_day(time_s: float) -> dt.date:
     return dt.datetime.fromtimestamp(time_s, dt.timezone.utc).date()
-
-
-def _prompt_tokens(request: ChatRequest) -> int:
-    return sum(estimate_tokens(message_text(m)) for m in request.body.get("messages", []))
-
-
-def _count(value: Any) -> int | None:
-    return int(value) if isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0 else None
