@@ -64,7 +64,7 @@ security: {api_keys_env: MY_KEYS, max_body_bytes: 5000}
     ({"models": MODELS, "routellm": {"strong": "a", "weak": "zz"}}, "routellm.weak"),
     ({"models": MODELS, "route_on": "vibes"}, "route_on must be one of"),
     ({"models": MODELS, "security": {"keys": "x"}}, "security has unknown keys"),
-    ({"models": MODELS, "rotes": {}}, "unknown keys ['rotes']; known keys: cooldown_s, default_route, embedder, "
+    ({"models": MODELS, "rotes": {}}, "unknown keys ['rotes']; known keys: ack_after_write, cooldown_s, default_route, embedder, "
      "failures_before_cooldown, models, request_deadline_s, route_on, routellm, routes, security, shutdown_timeout_s"),
     ({"models": MODELS, "routes": {"r": {"learner": "ucb", "name": "s"}}}, "a route's name is its key"),
 ])

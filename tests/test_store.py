@@ -73,7 +73,8 @@ def test_decision_and_outcome_round_trip(store, store_url):
     context_back = got.pop("context")
     assert got == {"decision_id": "d1", "route": "default", "model": "small", "learner_key": "default",
                    "candidates": ["small", "large"], "probability": 0.5, "scores": {"small": 0.4, "large": 0.6},
-                   "created_s": 1000.0, "prompt": "What is 2+2?", "category": None, "client": "ab12"}
+                   "created_s": 1000.0, "prompt": "What is 2+2?", "category": None, "client": "ab12",
+                   "key_id": None, "team": None}
     assert context_back.dtype == np.float64
     np.testing.assert_array_equal(context_back, context.astype(np.float32).astype(np.float64))
     assert raw(store_url, "SELECT length(context) FROM decisions WHERE decision_id = 'd1'") == [(4 * 4,)]

@@ -164,3 +164,13 @@ def test_postgres_outage_keeps_every_acknowledged_decision_and_answers_feedback_
             wait_for(lambda: feedback(server, acknowledged[0]).status_code == 200)  # a stale connection may 503 once
             assert_all_recorded(store, acknowledged)
             assert store.counts()["decisions"] == len(acknowledged)
+
+
+def test_a_decision_spooled_by_an_older_schema_is_written_after_an_upgrade(tmp_path):
+    """Rows spooled before an upgrade added decision columns (schema 4 had 12) are replayed, not dropped."""
+    old_row = ["dec_old", "auto", "small", "*", '["small", "big"]', 0.5, None, None, 1.0, None, None, None]
+    Spool(tmp_path / "spool", 10_000_000).append([("decision", tuple(old_row))])
+    with open_store(f"sqlite:///{tmp_path}/store.db", Spool(tmp_path / "spool", 10_000_000)) as store:
+        wait_for(lambda: store.spooled_bytes() == 0)
+        decision = store.decision("dec_old")
+    assert decision is not None and decision["model"] == "small" and decision["candidates"] == ["small", "big"]

@@ -9,7 +9,7 @@ from crossroads import __version__
 from crossroads.errors import CrossroadsError
 
 COMMANDS = ("data", "train", "eval", "calibrate", "route", "simulate", "serve", "config", "report", "replay", "twin",
-            "logs", "label", "promote")
+            "logs", "label", "promote", "keys")
 
 
 def build_parser() -> argparse.ArgumentParser:

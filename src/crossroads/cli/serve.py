@@ -67,8 +67,10 @@ def run(args: argparse.Namespace) -> int:
         for line in summary(config, source):
             print(f"crossroads: {line}", file=sys.stderr)
         print(f"crossroads: serving on http://{args.host}:{args.port}/v1", file=sys.stderr)
+        trusted = list(config.security.trusted_proxies)  # X-Forwarded-For is believed from these alone
         server = uvicorn.Server(uvicorn.Config(make_app(gateway, config_path=args.config), log_level="warning",
-                                               timeout_graceful_shutdown=config.shutdown_timeout_s))
+                                               timeout_graceful_shutdown=config.shutdown_timeout_s,
+                                               proxy_headers=bool(trusted), forwarded_allow_ips=trusted or None))
         server.run(sockets=[listener])
     return 0
 

@@ -69,6 +69,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "learner (default 0.05,0.1,0.3)")
     parser.add_argument("--out", default="crossroads-simulate", metavar="DIR",
                         help="output directory (default ./crossroads-simulate)")
+    from crossroads.cli.simulate_budget import add_budget_options
+
+    add_budget_options(parser)
     parser.set_defaults(func=run)
 
 
@@ -79,6 +82,10 @@ def run(args: argparse.Namespace) -> int:
     from crossroads.objective import make_reward, parse_objective
     from crossroads.online import LEARNERS
 
+    if args.budget:
+        from crossroads.cli.simulate_budget import run_budget
+
+        return run_budget(args)
     # everything the user typed is checked before any loading
     specs = checked_specs(LEARNERS, args.learner or DEFAULT_LEARNERS)
     objective = parse_objective(args.objective)

@@ -3,7 +3,7 @@
 With the server's models answered by the recorded upstream
 (:class:`crossroads.upstream.recorded.Recording`), every counterfactual is known: what
 each request would have cost and scored on every model.  :func:`replay` sends the
-requests with the official ``openai`` SDK (``concurrency`` at a time), then posts each
+requests with the official ``openai`` SDK (``concurrency`` at a time, from one event loop), then posts each
 answer's quality to ``/v1/feedback``: the recorded quality of the model that answered
 (``feedback="quality"``), a scorer's verdict on the returned text, or nothing.
 :class:`ReplayResult` holds what happened and the truth a report is checked against.
@@ -11,16 +11,17 @@ answer's quality to ``/v1/feedback``: the recorded quality of the model that ans
 
 from __future__ import annotations
 
-import threading
+import asyncio
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+import httpx
 import numpy as np
 
 from crossroads.errors import CrossroadsError
+from crossroads.upstream.http import server_message
 from crossroads.upstream.recorded import Recording
 
 #: What ``feedback`` may be besides a scorer spec.
@@ -81,41 +82,52 @@ def replay(recording: Recording, url: str, route: str, *, requests: int, concurr
     request the server refuses as the client's mistake (4xx: an unknown route, a bad
     key) stops the replay with that message; an upstream failure (5xx) is counted and
     the replay goes on.  ``progress`` is called with the number of requests done.
+    The requests go out from one event loop (``openai.AsyncOpenAI``), ``concurrency`` at a
+    time: threads would spend the client's CPU contending for the interpreter's lock.
     """
-    import openai
-
     dataset = recording.dataset
     grade = _grader(feedback, recording)
     rng = np.random.default_rng(seed)
     n = dataset.n_queries
     rows = rng.choice(n, size=requests, replace=requests > n)
-    client = openai.OpenAI(base_url=url, api_key=api_key or "crossroads-replay", max_retries=0, timeout=120.0)
-    refused: list[str] = []
-    done = [0]
-    lock = threading.Lock()
-
-    def one(row: int) -> Replayed:
-        if refused:
-            return Replayed(int(row), "error", error="not sent: the server refused an earlier request")
-        record = _send(client, recording, int(row), route, grade, refused)
-        with lock:
-            done[0] += 1
-            if progress is not None:
-                progress(done[0])
-        return record
-
     started = time.perf_counter()
-    try:
-        with ThreadPoolExecutor(max_workers=concurrency) as pool:
-            results = list(pool.map(one, rows))
-    finally:
-        client.close()
+    refused: list[str] = []
+    results = asyncio.run(_replay_rows(recording, rows, url, route, concurrency, grade, api_key, refused, progress))
     elapsed = time.perf_counter() - started
     if refused:
         raise CrossroadsError(f"the server at {url} refused a request: {refused[0]}")
     if not any(r.status == "ok" for r in results):
         raise CrossroadsError(f"none of the {len(results)} requests was answered; the first error: {results[0].error}")
     return ReplayResult(results, elapsed, dataset.model_names, truth=truth(recording, rows))
+
+
+async def _replay_rows(recording: Recording, rows: np.ndarray, url: str, route: str, concurrency: int,
+                       grade: Callable | None, api_key: str | None, refused: list[str],
+                       progress: Callable[[int], None] | None) -> list[Replayed]:
+    import openai
+
+    client = openai.AsyncOpenAI(base_url=url, api_key=api_key or "crossroads-replay", max_retries=0, timeout=120.0)
+    # feedback has no SDK method: plain HTTP, with the same key
+    feedback = httpx.AsyncClient(base_url=url.rstrip("/") + "/", timeout=120.0,
+                                 headers={"authorization": f"Bearer {api_key or 'crossroads-replay'}"})
+    slots = asyncio.Semaphore(concurrency)
+    done = [0]
+
+    async def one(row: int) -> Replayed:
+        async with slots:
+            if refused:
+                return Replayed(row, "error", error="not sent: the server refused an earlier request")
+            record = await _send(client, feedback, recording, row, route, grade, refused)
+        done[0] += 1
+        if progress is not None:
+            progress(done[0])
+        return record
+
+    try:
+        return list(await asyncio.gather(*(one(int(row)) for row in rows)))
+    finally:
+        await client.close()
+        await feedback.aclose()
 
 
 def truth(recording: Recording, rows: np.ndarray) -> dict[str, Any]:
@@ -127,15 +139,15 @@ def truth(recording: Recording, rows: np.ndarray) -> dict[str, Any]:
                        for j, model in enumerate(recording.dataset.model_names)}}
 
 
-def _send(client: Any, recording: Recording, row: int, route: str, grade: Callable | None,
-          refused: list[str]) -> Replayed:
+async def _send(client: Any, feedback: httpx.AsyncClient, recording: Recording, row: int, route: str, grade: Callable | None,
+                refused: list[str]) -> Replayed:
     import openai
 
     dataset = recording.dataset
     prompt = dataset.prompts[row]
     started = time.perf_counter()
     try:
-        completion = client.chat.completions.create(
+        completion = await client.chat.completions.create(
             model=route, messages=[{"role": "user", "content": prompt}],
             extra_body={"crossroads": {"category": dataset.categories[row]}})
     except openai.APIStatusError as error:
@@ -152,24 +164,37 @@ def _send(client: Any, recording: Recording, row: int, route: str, grade: Callab
     record = Replayed(row, "ok", decision_id, model, latency_s, details.get("cost_usd"))
     if grade is not None and decision_id:
         text = (completion.choices[0].message.content or "") if completion.choices else ""
-        record.quality = grade(row, model, prompt, text)
-        client.post("/feedback", cast_to=object, body={"decision_id": decision_id, "quality": record.quality})
+        record.quality = await grade(row, model, prompt, text)
+        sent = await feedback.post("feedback", json={"decision_id": decision_id, "quality": record.quality})
+        if sent.status_code >= 400:
+            message = f"feedback on {decision_id}: HTTP {sent.status_code}: {server_message(sent)}"
+            record.quality, record.error = None, message
+            if sent.status_code < 500:
+                refused.append(message)
     return record
 
 
 def _grader(feedback: str, recording: Recording) -> Callable | None:
-    """What each answer is worth: its recorded quality, a scorer's verdict on its text, or None (no feedback)."""
+    """What each answer is worth (awaitable): its recorded quality, a scorer's verdict on its text (in a worker
+    thread: a scorer may take its time), or None (no feedback)."""
     if feedback == "none":
         return None
     if feedback == "quality":
-        return lambda row, model, prompt, text: float(recording.quality(row, model))
+        async def recorded(row: int, model: str, prompt: str, text: str) -> float:
+            return float(recording.quality(row, model))
+
+        return recorded
     from crossroads.grading.scorers import SCORERS
 
     scorer = SCORERS.build(feedback)
     if scorer.needs_reference:
         raise CrossroadsError(f"--feedback {feedback}: this scorer compares answers with a reference answer, and "
                               f"a replayed dataset holds none; use `quality` or a scorer that needs no reference")
-    return lambda row, model, prompt, text: float(scorer.score(text, question=prompt))
+
+    async def scored(row: int, model: str, prompt: str, text: str) -> float:
+        return float(await asyncio.to_thread(scorer.score, text, question=prompt))
+
+    return scored
 
 
 def _message(error: Any) -> str:

@@ -2,7 +2,7 @@
 
 :func:`build_report` gives plain JSON values: the window read, the pool's prices, totals
 and breakdowns (per model, route, category and day: requests, errors, fallbacks, spend,
-tokens, latency percentiles), the savings against always sending every request to each
+tokens, latency percentiles; per virtual key and team the same but latency), the savings against always sending every request to each
 single model (the dearest headlined), and the quality served and each single model's
 off-policy quality, each with a 95% interval (:mod:`crossroads.evaluate.traffic_estimates`),
 and what shadow calls (other models answering in the background, never returned) cost.
@@ -22,11 +22,14 @@ import numpy as np
 from crossroads.errors import CrossroadsError
 from crossroads.evaluate.traffic import STATUSES, Traffic, load_traffic
 from crossroads.evaluate.traffic_estimates import REPLICATES, served_quality, single_model_quality, spend_if_always
+from crossroads.store.keys import store_keys
 
 #: Latency percentiles reported.
 PERCENTILES = (50, 95, 99)
-#: Breakdowns: their name and the Traffic column that groups them ("day" groups by created_s).
-BREAKDOWNS = ("model", "route", "category", "day")
+#: Breakdowns read from the traffic: their name and the Traffic column that groups them ("day" groups by created_s).
+TRAFFIC_BREAKDOWNS = ("model", "route", "category", "day")
+#: Every breakdown: also by virtual key and team (read from the store, without latency percentiles).
+BREAKDOWNS = (*TRAFFIC_BREAKDOWNS, "key", "team")
 
 
 def build_report(store: Any, *, route: str | None = None, since_s: float | None = None,
@@ -48,7 +51,9 @@ def build_report(store: Any, *, route: str | None = None, since_s: float | None 
         "pool": {model: {"price_per_mtok_in": price[0], "price_per_mtok_out": price[1]}
                  for model, price in pool.items()},
         "totals": _group_rows(traffic, np.zeros(len(traffic), dtype=np.int64), ["all"])[0],
-        "breakdown": {by: breakdown(traffic, by) for by in BREAKDOWNS},
+        "breakdown": {**{by: breakdown(traffic, by) for by in TRAFFIC_BREAKDOWNS},
+                      **{by: store_keys(store).usage_by(by, route=route, since_s=since_s, until_s=until_s)
+                         for by in ("key", "team")}},
         "model_by_day": model_by_day(traffic),
         "savings": {"decisions": savings["decisions"], "served_usd": savings["served_usd"], "dearest": headline,
                     "models": {m: {"spend_usd": v["spend_usd"].to_dict(), "savings": v["savings"].to_dict(),

@@ -3,7 +3,8 @@
 Endpoints: ``POST /v1/chat/completions`` (JSON or server-sent events),
 ``GET /v1/models``, ``POST /v1/route`` (decide only), ``POST /v1/feedback``,
 ``GET /health`` (= ``/health/ready``, readiness), ``GET /health/live``, ``GET /metrics`` (Prometheus), and the admin endpoints
-``GET /admin/learners``, ``POST /admin/snapshot`` and ``POST /admin/reload``.  Errors have OpenAI's shape,
+``GET /admin/learners``, ``POST /admin/snapshot``, ``POST /admin/reload`` and those of virtual keys and teams
+(:mod:`crossroads.serve.keys_api`; docs/keys.md).  Errors have OpenAI's shape,
 ``{"error": {"message", "type", "param", "code"}}``, with a 4xx status for the
 client's mistakes and 502 when no upstream model could answer.
 """
@@ -29,12 +30,16 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from crossroads.errors import CrossroadsError
+from crossroads.serve.budgets import BudgetExhausted
 from crossroads.serve.config import ServeConfig, load_config
 from crossroads.serve.gateway import AllModelsFailed, DeadlineExceeded, FeedbackForbidden, Gateway, RequestRejected
+from crossroads.serve.keys import KeyRefused, KeyRing
+from crossroads.serve.keys_api import KeysAdmin
 from crossroads.serve.limits import Limits, retry_after
 from crossroads.serve.requests import MAX_NAME_CHARS, BadJSON, BadRequest, parse_chat_request, parse_json_body
 from crossroads.serve.routing import UnknownRoute
 from crossroads.store import DuplicateFeedbackError, UnknownDecisionError
+from crossroads.store.keys import KeySettingsError, UnknownKeyError
 from crossroads.store.sql import unavailable as store_unavailable
 from crossroads.upstream.http import redact_credentials
 
@@ -49,6 +54,9 @@ RELOAD_GRACE_S = 120.0
 SHUTDOWN_FLUSH_S = 5.0
 #: A stream whose first chunk takes longer than this sends its headers (status 200) before it.
 STREAM_HEADERS_S = 1.0
+#: Bodies bigger than this are parsed one at a time in a worker thread: sixteen 1 MB prompts at once held the
+#: event loop for about 16 x 8 ms each round, and every small request waited behind them (benchmarks/chaos.py).
+LARGE_BODY_BYTES = 64 * 1024
 #: A stream waiting for its first chunk sends an SSE comment this often, so that clients and proxies keep waiting.
 STREAM_KEEPALIVE_S = 5.0
 #: Retry-After of a 503 while the store cannot answer (down, disk full, spool full).
@@ -96,7 +104,9 @@ class Server:
         self.config_path = config_path
         self.router_overrides: dict[str, str] = {}  # route -> router file set by /admin/reload, kept for later reloads
         self.tasks: weakref.WeakSet[asyncio.Task] = weakref.WeakSet()  # the tasks serving requests
+        self.large_bodies = asyncio.Semaphore(1)  # see LARGE_BODY_BYTES
         self._use(gateway)
+        self.keyring = KeyRing(gateway.store)  # a reload keeps the store, so the ring stays
 
     def _use(self, gateway: Gateway) -> None:
         self.gateway = gateway
@@ -110,7 +120,9 @@ class Server:
         token = _bearer(request)
         address = request.client.host if request.client else "?"
         keys = set() if admin else security.client_keys()
-        if admin or keys:
+        virtual = None if admin else await self._virtual_key(token)
+        guarded = admin or bool(keys) or virtual is not None or await self._has_virtual_keys()
+        if guarded:
             await self._limit(self.limits.auth_locked, address, message=f"too many wrong keys from {address}")
         if admin:
             admin_key = security.admin_key()
@@ -124,14 +136,41 @@ class Server:
                 raise HTTPError(401, "this endpoint needs the admin key as a bearer token", "authentication_error",
                                 "invalid_api_key")
             return "admin"
-        if keys and (token is None or not any(_same_key(token, key) for key in keys)):
+        if virtual is not None:
+            KeyRing.check_alive(virtual)  # a revoked or expired key: 401 saying so (not counted as a guess)
+            request.state.key = virtual
+        elif guarded and (token is None or not any(_same_key(token, key) for key in keys)):
             await self._limit(self.limits.auth_failed, address, message=f"too many wrong keys from {address}")
             raise HTTPError(401, "missing or wrong API key: send `Authorization: Bearer <key>` with a key this "
                             "server accepts", "authentication_error", "invalid_api_key")
         who = token or address
-        await self._limit(self.limits.request, token if keys else None, address,
+        await self._limit(self.limits.request, token if guarded else None, address,
                           message=f"rate limit of {security.rate_limit_per_s} requests/s exceeded")
+        if virtual is not None and virtual.rate_limit_per_s is not None:
+            await self._limit(self.limits.virtual_key, virtual.key_id, virtual.rate_limit_per_s,
+                              virtual.rate_burst or security.rate_burst,
+                              message=f"rate limit of the API key {virtual.prefix}... ({virtual.name!r}) of "
+                              f"{virtual.rate_limit_per_s:g} requests/s exceeded")
         return who
+
+    async def _virtual_key(self, token: str | None) -> Any:
+        """The virtual key ``token`` is (see serve/keys.py), or None; a lookup the cache lacks runs off the loop."""
+        hit, key = self.keyring.cached(token)
+        return key if hit else await anyio.to_thread.run_sync(self.keyring.resolve, token)
+
+    async def _has_virtual_keys(self) -> bool:
+        known = self.keyring.any_cached()
+        return known if known is not None else await anyio.to_thread.run_sync(self.keyring.any)
+
+    async def _as_key(self, request: Request, chat: Any, spends: bool) -> Any:
+        """``chat`` within its virtual key's routes and models (and, if it ``spends``, budget), attributed to it."""
+        key = getattr(request.state, "key", None)
+        if key is None:
+            return chat
+        chat = KeyRing.restrict(key, chat, self.config)
+        if spends:
+            await anyio.to_thread.run_sync(self.keyring.check_budget, key)
+        return dataclasses.replace(chat, key_id=key.key_id, team=key.team)
 
     async def _limit(self, check: Any, *args: Any, message: str) -> None:
         """429 with Retry-After if ``check(*args)`` says to wait; store-backed checks run off the event loop."""
@@ -153,7 +192,10 @@ class Server:
                 raise HTTPError(413, f"request body exceeds the limit of {limit} bytes (security.max_body_bytes)",
                                 "invalid_request_error", "request_too_large")
         try:
-            return parse_json_body(bytes(raw), self.config.security.max_json_depth)
+            if len(raw) <= LARGE_BODY_BYTES:
+                return parse_json_body(bytes(raw), self.config.security.max_json_depth)
+            async with self.large_bodies:
+                return await anyio.to_thread.run_sync(parse_json_body, bytes(raw), self.config.security.max_json_depth)
         except BadJSON as error:
             raise HTTPError(400, str(error), "invalid_request_error", "invalid_json", error.param) from None
 
@@ -162,9 +204,12 @@ class Server:
         await self.client(request)
         chat = parse_chat_request(await self.json_body(request), self.config.route_on,
                                   self.config.security.max_messages)
-        chat = dataclasses.replace(chat, client=self._client_id(request))
+        chat = await self._as_key(request, dataclasses.replace(chat, client=self._client_id(request)), spends=True)
+        key = getattr(request.state, "key", None)
         if not chat.stream:
             choice, answer = await self.gateway.complete(chat)
+            if key is not None:  # charged before the answer returns: the next request of the key sees it
+                await anyio.to_thread.run_sync(self.keyring.charge, key, answer["crossroads"]["cost_usd"])
             request.state.access = {"route": choice.route, "model": answer["model"],
                                     "cost_usd": answer["crossroads"]["cost_usd"]}
             return JSONResponse(answer, headers=_decision_headers(choice.decision_id, answer["model"]))
@@ -183,6 +228,7 @@ class Server:
         async def events():
             # The headers go out now; while the models are tried, keep-alive comments stop clients and
             # proxies from timing out, and a failure before the first chunk becomes an error event.
+            charged = key is None
             try:
                 while not (await asyncio.wait({opening}, timeout=STREAM_KEEPALIVE_S))[0]:
                     yield ": keep-alive\n\n"
@@ -194,9 +240,17 @@ class Server:
                     return
                 async for chunk in chunks:
                     yield f"data: {json.dumps(chunk, separators=(',', ':'))}\n\n"
+                if not charged:
+                    charged = True
+                    await anyio.to_thread.run_sync(self.keyring.charge_decision, key, choice.decision_id, gateway.store)
+                await gateway.written()  # [DONE] acknowledges the answer: its outcome is stored by then
                 yield "data: [DONE]\n\n"
             finally:
                 opening.cancel()
+                if not charged and opening.done() and not opening.cancelled() and opening.exception() is None:
+                    # the client went away mid-stream: charge what the outcome records, in the background
+                    asyncio.ensure_future(anyio.to_thread.run_sync(self.keyring.charge_decision, key,
+                                                                   choice.decision_id, gateway.store))
 
         return StreamingResponse(events(), media_type="text/event-stream",
                                  headers=_decision_headers(choice.decision_id, choice.model))
@@ -209,7 +263,9 @@ class Server:
                 raise BadRequest("`prompt` must be a string", "prompt")
             body = {**body, "messages": [{"role": "user", "content": body.pop("prompt")}]}
         chat = parse_chat_request(body, self.config.route_on, self.config.security.max_messages)
-        choice = await self.gateway.decide(dataclasses.replace(chat, client=self._client_id(request)))
+        chat = await self._as_key(request, dataclasses.replace(chat, client=self._client_id(request)), spends=False)
+        choice = await self.gateway.decide(chat)
+        await self.gateway.written()
         return JSONResponse(choice.to_dict(), headers=_decision_headers(choice.decision_id, choice.model))
 
     async def feedback(self, request: Request) -> Response:
@@ -232,7 +288,7 @@ class Server:
     def _client_id(self, request: Request) -> str | None:
         """A sha256 hex digest of the caller's client key (never the key itself); None without client keys."""
         token = _bearer(request)
-        if token is None or not self.config.security.client_keys():
+        if token is None or not (self.config.security.client_keys() or getattr(request.state, "key", None)):
             return None
         return hashlib.sha256(token.encode("latin-1", "replace")).hexdigest()
 
@@ -367,6 +423,22 @@ class Server:
             except HTTPError as error:
                 status = error.status
                 return error_response(error)
+            except KeyRefused as error:
+                status = error.status
+                headers = retry_after(error.wait_s) if error.wait_s is not None else None
+                return error_response(HTTPError(error.status, str(error), error.kind, error.code, error.param,
+                                                headers=headers))
+            except KeySettingsError as error:
+                status = 400
+                return error_response(HTTPError(400, str(error), "invalid_request_error", "invalid_key_settings",
+                                                error.param))
+            except UnknownKeyError as error:
+                status = 404
+                return error_response(HTTPError(404, str(error), "invalid_request_error", "key_not_found", "key_id"))
+            except BudgetExhausted as error:
+                status = 429
+                return error_response(HTTPError(429, str(error), "rate_limit_error", "budget_exhausted", "model",
+                                                headers=retry_after(error.retry_after_s)))
             except UnknownRoute as error:
                 status = 404
                 return error_response(HTTPError(404, str(error), "invalid_request_error", "model_not_found", error.param))
@@ -520,6 +592,7 @@ def make_app(gateway: Gateway, config_path: str | None = None) -> Starlette:
         ("/admin/learners", "admin_learners", server.learners, ["GET"]),
         ("/admin/snapshot", "admin_snapshot", server.snapshot, ["POST"]),
         ("/admin/reload", "admin_reload", server.reload, ["POST"]),
+        *KeysAdmin(server).endpoints(),
     ]
     routes = [Route(path, server.endpoint(name, handler), methods=methods) for path, name, handler, methods in endpoints]
 

@@ -7,6 +7,7 @@ commented example: ``docs/serve.md``.
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import os
 from dataclasses import dataclass, field, fields
@@ -17,6 +18,7 @@ from crossroads.checks import check_fraction
 from crossroads.data.descriptors import TIERS
 from crossroads.errors import CrossroadsError
 from crossroads.objective import RULES, Objective, parse_objective
+from crossroads.objective.budget import Budget, parse_budget
 from crossroads.online import LEARNERS
 from crossroads.upstream.local_model import LOCAL_MODELS
 from crossroads.upstream.models import ModelConfig
@@ -68,6 +70,7 @@ class RouteConfig:
     key: str = "none"
     explore: float = 0.0  # share of requests sent to a uniformly drawn candidate, in [0, 1)
     shadow: ShadowConfig | None = None
+    budget: Budget | None = None  # US$ per day, week or month, paced or capped (crossroads.serve.budgets)
 
 
 @dataclass(frozen=True)
@@ -77,6 +80,23 @@ class RouteLLMConfig:
     strong: str
     weak: str
     routers: dict[str, str] = field(default_factory=dict)  # router name -> saved router file
+
+
+def _networks(value: Any) -> tuple[str, ...]:
+    """``security.trusted_proxies`` checked: a list of IP addresses or CIDR blocks."""
+    items = [value] if isinstance(value, str) else value
+    if not isinstance(items, list | tuple):
+        raise CrossroadsError(f"config: security.trusted_proxies must be a list of addresses or CIDR blocks, "
+                              f"got {value!r}")
+    for item in items:
+        try:
+            if not isinstance(item, str):
+                raise TypeError(item)
+            ipaddress.ip_network(item, strict=False)
+        except (TypeError, ValueError):
+            raise CrossroadsError(f"config: security.trusted_proxies: {item!r} is not an IP address or CIDR block "
+                                  "(e.g. 10.0.0.5 or 10.0.0.0/8)") from None
+    return tuple(str(item) for item in items)
 
 
 @dataclass(frozen=True)
@@ -93,8 +113,11 @@ class SecurityConfig:
     rate_limit_shared: bool | None = None  # buckets in the store, for every replica; None: when it is PostgreSQL
     max_auth_failures: int = 20  # wrong keys from one address within auth_failure_window_s, then 429
     auth_failure_window_s: float = 60.0
+    # proxies (addresses or CIDR blocks) whose X-Forwarded-For names the client; none: the peer's address is used
+    trusted_proxies: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "trusted_proxies", _networks(self.trusted_proxies))
         for name in ("max_body_bytes", "max_messages", "max_json_depth", "rate_burst", "max_auth_failures"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -128,6 +151,8 @@ class ServeConfig:
     store_prompts: bool = False  # privacy: prompts and responses are kept only when True
     store_spool: str | None = None  # rows the store cannot take during an outage; None: beside the SQLite file, or ./
     store_spool_max_mb: float = 100.0  # past this the server answers 503 until the store is back
+    # an answer goes out once its decision and outcome are committed (or spooled): a crash loses nothing answered
+    ack_after_write: bool = True
     route_on: str = "last_message"
     embedder: str = "minilm-onnx"
     cooldown_s: float = 30.0
@@ -161,6 +186,10 @@ class ServeConfig:
                     )
             if route.shadow is not None:
                 _check_shadow(route, names)
+            if route.budget is not None and route.budget.floor_model is not None \
+                    and route.budget.floor_model not in (list(route.models) or names):
+                raise CrossroadsError(f"config: routes.{route.name}.budget: floor_model {route.budget.floor_model!r} "
+                                      f"is not among the route's models ({', '.join(route.models or names)})")
         if self.default_route is not None and self.default_route not in routes + names:
             raise CrossroadsError(
                 f"config: default_route {self.default_route!r} is neither a route ({', '.join(routes) or 'none'}) "
@@ -176,6 +205,8 @@ class ServeConfig:
                 or not 0 < self.store_spool_max_mb < math.inf):
             raise CrossroadsError(f"config: store_spool_max_mb must be a positive number of megabytes, got "
                                   f"{self.store_spool_max_mb!r}")
+        if not isinstance(self.ack_after_write, bool):
+            raise CrossroadsError(f"config: ack_after_write must be true or false, got {self.ack_after_write!r}")
         if self.store_spool is not None and not isinstance(self.store_spool, str):
             raise CrossroadsError(f"config: store_spool must be a file path, got {self.store_spool!r}")
         for name in ("request_deadline_s", "shutdown_timeout_s"):
@@ -310,6 +341,11 @@ def _route(name: Any, item: Any) -> RouteConfig:
     values["models"] = tuple(_list(values.get("models", []), f"routes.{name}.models"))
     if "shadow" in values:
         values["shadow"] = _shadow(name, values["shadow"])
+    if values.get("budget") is not None:
+        try:
+            values["budget"] = parse_budget(values["budget"])
+        except CrossroadsError as error:
+            raise CrossroadsError(f"config: routes.{name}.budget: {error}") from None
     if values.get("key", "none") not in ROUTE_KEYS:
         raise CrossroadsError(f"config: routes.{name}.key must be one of {', '.join(ROUTE_KEYS)}")
     return RouteConfig(name=name, **values)

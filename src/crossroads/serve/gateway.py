@@ -21,6 +21,7 @@ import anyio
 from crossroads.errors import CrossroadsError
 from crossroads.objective import LinearReward, parse_objective
 from crossroads.objective.cost import ASSUMED_OUTPUT_TOKENS, NOMINAL_TOKENS_IN
+from crossroads.serve.budgets import RouteBudgets
 from crossroads.serve.config import ServeConfig
 from crossroads.serve.learning import RouteLearners
 from crossroads.serve.metrics import Metrics
@@ -145,7 +146,11 @@ class Gateway:
         self.metrics = metrics or Metrics()
         self.health = Health(config.cooldown_s, config.failures_before_cooldown)
         self.shadow = ShadowCalls(config, self.providers, self.store, self.metrics)
+        self.routes.budgets = RouteBudgets(config.routes, config.store, self.store, self.metrics)
         self._decision_waiters = 0  # feedback requests waiting for their decision (see _awaited_decision)
+        # 16 prompts embedded at once ran 32 onnxruntime threads on 2 cores, and a request needing no embedding
+        # waited 10x longer for its share of the CPU (benchmarks/chaos.py); queued, they take their turns
+        self._embedding = asyncio.Semaphore(1)
         self.learners.restore(self.store)
         self.store.record_pool({model.name: (model.price_per_mtok_in, model.price_per_mtok_out)
                                 for model in config.models})
@@ -161,7 +166,8 @@ class Gateway:
                                         "decisions could not be recorded; retry when it is back")
         args = (request.model, request.text, request.overrides, self.health.unavailable())
         if self.routes.needs_embedding(request.model):
-            choice = await anyio.to_thread.run_sync(lambda: self.routes.decide(*args))
+            async with self._embedding:  # one at a time: the embedder already uses every core
+                choice = await anyio.to_thread.run_sync(lambda: self.routes.decide(*args))
         else:
             choice = self.routes.decide(*args)
         self.store.record_decision(
@@ -169,13 +175,29 @@ class Gateway:
             candidates=choice.ranking, probability=choice.probability,
             scores={"scores": choice.scores, "objective": str(choice.objective), "kind": choice.kind,
                     **({"prior": choice.prior} if choice.prior else {}),
-                    **({"explored": True} if choice.explored else {})},
+                    **({"explored": True} if choice.explored else {}),
+                    **({"budget": choice.budget} if choice.budget is not None else {})},
             context=choice.context, created_s=time.time(),
             prompt=request.text if self.config.store_prompts else None, category=request.overrides.category,
-            client=request.client,
+            client=request.client, **({"key_id": request.key_id, "team": request.team} if request.key_id else {}),
         )
         self.metrics.decisions.labels(choice.route, choice.model).inc()
         return choice
+
+    async def written(self) -> None:
+        """Return once the rows recorded so far are committed to the store (or fsync'd to its spool), so that an
+        answer sent after this survives a crash (kill -9, power loss); at once unless ``ack_after_write``.
+
+        Waits on the event loop, not in a thread: the writer commits what queued meanwhile in one transaction,
+        so under load one commit acknowledges many answers.
+        """
+        when_written = getattr(self.store, "when_written", None)
+        if not self.config.ack_after_write or when_written is None:
+            return
+        loop = asyncio.get_running_loop()
+        done = loop.create_future()
+        when_written(lambda: loop.call_soon_threadsafe(_resolve, done))
+        await done
 
     # -- calling -----------------------------------------------------------------------
     async def complete(self, request: ChatRequest) -> tuple[Choice, dict[str, Any]]:
@@ -202,6 +224,7 @@ class Gateway:
             answer["crossroads"] = {**choice.to_dict(), "model": model, "cost_usd": outcome["cost_usd"],
                                     "fallbacks_used": len(attempts.errors)}
             self.shadow.after_answer(choice.decision_id, choice.route, request, model)
+            await self.written()
             return choice, answer
         self._give_up(attempts, request)
 
@@ -319,6 +342,7 @@ class Gateway:
             ttft_s=attempts.ttft_s, tokens_in=tokens_in, tokens_out=tokens_out, fallbacks=len(attempts.errors),
             error=error, response=text if self.config.store_prompts and text else None,
         )
+        self.routes.budgets.settled(attempts.choice.route, attempts.choice.decision_id, cost_usd)
         if status != "failed":
             self.metrics.upstream_latency.labels(model).observe(latency_s)
             if attempts.ttft_s is not None:
@@ -347,9 +371,19 @@ class Gateway:
                         idempotency_key: str | None = None) -> dict[str, Any]:
         """``feedback`` for the server: waits for a decision in flight on the event loop, not in a worker thread."""
         _check_feedback(decision_id, reward, quality)
-        decision = await self._awaited_decision(decision_id)
-        return await anyio.to_thread.run_sync(
-            lambda: self._apply_feedback(decision, reward, quality, payload, client, idempotency_key))
+
+        def apply(decision: dict[str, Any] | None) -> dict[str, Any] | None:
+            decision = decision or self.store.decision(decision_id)
+            return None if decision is None else self._apply_feedback(decision, reward, quality, payload, client,
+                                                                      idempotency_key)
+
+        # one trip to a worker thread when the decision is stored, as it nearly always is
+        result = await anyio.to_thread.run_sync(apply, None)
+        if result is None:
+            decision = await self._awaited_decision(decision_id)
+            result = await anyio.to_thread.run_sync(apply, decision)
+        assert result is not None
+        return result
 
     def _apply_feedback(self, decision: dict[str, Any], reward: float | None, quality: float | None,
                         payload: dict[str, Any] | None, client: str | None,
@@ -377,7 +411,7 @@ class Gateway:
                 return earlier
             raise
         self.metrics.feedback.labels(decision["route"]).inc()
-        applied = self.learners.sync(self.store) if learning else 0
+        applied = self.learners.sync(self.store, until=seq) if learning else 0
         return {"feedback_id": seq, "decision_id": decision_id, "route": decision["route"], "reward": reward,
                 "learned": bool(learning), "applied": applied}
 
@@ -400,11 +434,9 @@ class Gateway:
         return decision
 
     async def _awaited_decision(self, decision_id: str) -> dict[str, Any]:
-        """``_stored_decision`` without holding a thread while it waits, and waiting only for an id that could be one
-        in flight (the format ``Routes.decide`` gives, at most ``MAX_DECISION_WAITERS`` at once)."""
-        decision = await anyio.to_thread.run_sync(self.store.decision, decision_id)
-        if decision is not None:
-            return decision
+        """A decision not yet in the store (nor this process's queue) when looked for: waited for without holding a
+        thread, as in ``_stored_decision``, and only when its id could be one in flight (the format
+        ``Routes.decide`` gives, at most ``MAX_DECISION_WAITERS`` at once)."""
         if not DECISION_ID.fullmatch(decision_id) or self._decision_waiters >= MAX_DECISION_WAITERS:
             raise self._unknown(decision_id)
         self._decision_waiters += 1
@@ -474,6 +506,7 @@ class Gateway:
         await self.shadow.aclose()  # before the providers close: shadow calls in flight use them
         await self.close_providers()
         self.learners.snapshot(self.store)
+        self.routes.budgets.close()
         self.store.close()
 
 
@@ -514,3 +547,8 @@ def _spool(config: ServeConfig) -> Spool:
         kind, where = parse_store_url(config.store)
         path = f"{where}.spool" if kind == "sqlite" and where != ":memory:" else "crossroads-spool"
     return Spool(path, int(config.store_spool_max_mb * 1_000_000))
+
+
+def _resolve(done: asyncio.Future) -> None:
+    if not done.done():  # the request may have been cancelled meanwhile
+        done.set_result(None)

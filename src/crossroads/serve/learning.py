@@ -78,10 +78,14 @@ class RouteLearners:
             self._keyed[route], self._cursors[route] = KeyedLearners.from_state(state), cursor
         self.sync(store)
 
-    def sync(self, store: Any) -> int:
-        """Apply the feedback logged since the last sync; returns how many rows were applied."""
+    def sync(self, store: Any, until: int | None = None) -> int:
+        """Apply the feedback logged since the last sync; returns how many rows were applied.
+
+        ``until``: only feedback up to this seq is needed; when a sync running in another thread
+        (concurrent feedback) has already applied it, this one does not read the store again.
+        """
         with self._lock:
-            if not self._cursors:
+            if not self._cursors or (until is not None and min(self._cursors.values()) >= until):
                 return 0
             applied = 0
             cursor = min(self._cursors.values())

@@ -93,6 +93,10 @@ class Limits:
                   else bucket_name("requests:address", address))
         return self._call("take", bucket, self.rate_per_s, self.burst)
 
+    def virtual_key(self, key_id: str, rate_per_s: float, burst: float) -> float:
+        """Count a request of the virtual key ``key_id`` against its own limit (see :mod:`crossroads.serve.keys`)."""
+        return self._call("take", bucket_name("requests:virtual_key", key_id), rate_per_s, burst)
+
     def auth_locked(self, address: str) -> float:
         """Whether ``address`` sent too many wrong keys lately (nothing is counted)."""
         return self._call("wait_s", bucket_name("auth_failures:address", address), self.auth_rate_per_s,

@@ -7,7 +7,7 @@ or prompts.
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 LATENCY_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
@@ -39,6 +39,9 @@ class Metrics:
                                         buckets=LATENCY_BUCKETS_S, registry=r)
         self.shadow_skipped = Counter("crossroads_shadow_skipped", "shadow calls not made: the daily cap was reached "
                                       "(cap) or too many were in flight (busy)", ["route", "reason"], registry=r)
+        # route budgets (crossroads.serve.budgets): the pacing controller's state at the route's last decision
+        self.budget = Gauge("crossroads_budget", "route budgets: the willingness to pay (lambda, quality per US$), "
+                            "the period's spend, its target and the budget (US$)", ["route", "quantity"], registry=r)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

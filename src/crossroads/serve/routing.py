@@ -59,6 +59,9 @@ class Choice:
     explored: bool = False
     context: np.ndarray | None = field(default=None, repr=False)
     prior: dict[str, float] | None = field(default=None, repr=False)  # a router's expected reward, for the learner
+    # a router's predicted quality and expected cost of each candidate, for a route's budget
+    options: tuple[dict[str, float], dict[str, float]] | None = field(default=None, repr=False)
+    budget: dict[str, float] | None = None  # a budgeted route's pacing state: lambda, spent and target US$
 
     @property
     def model(self) -> str:
@@ -67,7 +70,8 @@ class Choice:
     def to_dict(self) -> dict[str, Any]:
         return {"decision_id": self.decision_id, "route": self.route, "kind": self.kind, "model": self.model,
                 "fallbacks": self.ranking[1:], "probability": self.probability, "scores": self.scores,
-                "explored": self.explored, "objective": str(self.objective), "reason": self.reason}
+                "explored": self.explored, "objective": str(self.objective), "reason": self.reason,
+                **({"budget": self.budget} if self.budget is not None else {})}
 
 
 class Routes:
@@ -86,6 +90,7 @@ class Routes:
         self._routers: dict[str, PooledRouter] = {}  # router file -> that router over the config's models
         self._rng = np.random.default_rng() if rng is None else rng
         self._rng_lock = threading.Lock()
+        self.budgets: Any = None  # crossroads.serve.budgets.RouteBudgets, set by the gateway
 
     @property
     def names(self) -> list[str]:
@@ -114,6 +119,8 @@ class Routes:
             choice, own = self._learn(decision_id, route, candidates, objective, text, overrides)
         else:
             choice, own = self._predict(decision_id, route, candidates, objective, text, overrides.category)
+        if route.budget is not None and self.budgets is not None and route.name in self.budgets:
+            choice, own = self._pace(route, choice, text)
         return self._explore(route, choice, own)
 
     def scale(self, models: list[str], objective: Objective, tokens_in: float = NOMINAL_TOKENS_IN,
@@ -204,8 +211,31 @@ class Routes:
         reason = (f"{route.rule} under {objective}: {best} (predicted quality {ranking.predicted_quality[best]:.3f}, "
                   f"expected cost {ranking.expected_cost_usd[best]:.2e} US$)")
         choice = Choice(decision_id, route.name, "router", ranking.models, objective, reason, probability=1.0,
-                        scores=ranking.scores)
+                        scores=ranking.scores, options=(ranking.predicted_quality, ranking.expected_cost_usd))
         return choice, {best: 1.0}
+
+    def _pace(self, route: RouteConfig, choice: Choice, text: str) -> tuple[Choice, dict[str, float]]:
+        """``choice`` re-ranked under the route's budget: the best ``quality - lambda * cost``, lambda from its controller.
+
+        A router route weighs the router's predicted quality, a learner route the learner's estimated reward
+        of each candidate (its own choice is then overridden: the logged probability is 1).
+        """
+        models = list(choice.ranking)
+        if choice.options is not None:
+            quality, cost = choice.options
+            models = [m for m in models if m in quality]
+        else:
+            tokens_in = estimate_tokens(text)
+            quality = {m: float((choice.scores or {}).get(m, 0.0)) for m in models}
+            cost = {m: self.config.model(m).cost_usd(tokens_in, ASSUMED_OUTPUT_TOKENS) for m in models}
+        ranking, state = self.budgets.pace(route.name, models, [quality[m] for m in models], [cost[m] for m in models],
+                                           choice.decision_id)
+        reason = (f"{choice.reason}; budget {route.budget}: spent {state.spent_usd:.4g} US$ (target "
+                  f"{state.target_usd:.4g}), willingness to pay {state.willingness_to_pay:.4g} quality per US$"
+                  + (", exhausted: the floor model or the cheapest answers" if state.exhausted else "")
+                  + f": {ranking[0]}")
+        return (replace(choice, ranking=ranking, reason=reason, budget=state.as_scores(), probability=1.0),
+                {ranking[0]: 1.0})
 
     def _explore(self, route: RouteConfig, choice: Choice, own: dict[str, float]) -> Choice:
         """With probability ``route.explore``, a candidate drawn uniformly answers instead of the route's choice.

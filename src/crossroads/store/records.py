@@ -15,7 +15,7 @@ import queue
 import threading
 import time
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from itertools import groupby
 from typing import Any, Self
 
@@ -75,18 +75,31 @@ MIGRATIONS: list[list[str]] = [
         """CREATE TABLE rate_limits (
             bucket TEXT PRIMARY KEY, tokens {float} NOT NULL, updated_s {float} NOT NULL)""",
     ],
+    [  # version 5: virtual keys (secrets hashed) and their teams, what each key spent, whose key made a decision
+        "CREATE TABLE teams (name TEXT PRIMARY KEY, created_s {float} NOT NULL)",
+        """CREATE TABLE keys (
+            key_id TEXT PRIMARY KEY, name TEXT NOT NULL, team TEXT NOT NULL REFERENCES teams (name),
+            key_hash TEXT NOT NULL UNIQUE, prefix TEXT NOT NULL, routes TEXT, models TEXT, rate_limit_per_s {float},
+            rate_burst INTEGER, budget TEXT, expires_s {float}, revoked_s {float}, created_s {float} NOT NULL,
+            updated_s {float} NOT NULL)""",
+        "CREATE INDEX keys_team ON keys (team)",
+        """CREATE TABLE key_spend (
+            key_id TEXT NOT NULL, period TEXT NOT NULL, spent_usd {float} NOT NULL, PRIMARY KEY (key_id, period))""",
+        "ALTER TABLE decisions ADD COLUMN key_id TEXT",
+        "ALTER TABLE decisions ADD COLUMN team TEXT",
+    ],
 ]
 
 TABLES = ("decisions", "outcomes", "shadow_outcomes", "feedback", "learner_state", "pool", "rate_limits")
 _DECISION_COLUMNS = (
     "decision_id, route, model, learner_key, candidates, probability, scores, context, created_s, prompt, category, "
-    "client"
+    "client, key_id, team"
 )
 _OUTCOME_COLUMNS = (
     "model, status, cost_usd, latency_s, ttft_s, tokens_in, tokens_out, fallbacks, error, response, created_s"
 )
 # ON CONFLICT DO NOTHING: a decision replayed from the spool may have been committed before the outage was noticed
-_INSERT_DECISION = (f"INSERT INTO decisions ({_DECISION_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+_INSERT_DECISION = (f"INSERT INTO decisions ({_DECISION_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
                     "ON CONFLICT (decision_id) DO NOTHING")
 _UPSERT_OUTCOME = (
     f"INSERT INTO outcomes (decision_id, {_OUTCOME_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
@@ -106,6 +119,14 @@ _INSERT_FEEDBACK = (
 #: The queued statements by the name the spool keeps them under.
 _SPOOLED = {"decision": _INSERT_DECISION, "outcome": _UPSERT_OUTCOME, "shadow_outcome": _UPSERT_SHADOW}
 _SPOOL_KIND = {sql: kind for kind, sql in _SPOOLED.items()}
+
+
+def _from_spool(kind: str, params: tuple) -> tuple[str, tuple]:
+    """A spooled row as a statement and its values; a decision spooled by an older schema (fewer columns: the
+    newer ones were added at the end) gets None for the columns it lacks."""
+    if kind == "decision":
+        params = tuple(params) + (None,) * (len(_DECISION_COLUMNS.split(", ")) - len(params))
+    return _SPOOLED[kind], params
 #: While rows wait in the spool, the writer tries to replay them this often.
 REPLAY_INTERVAL_S = 1.0
 #: Who sent a feedback when nobody said: the application's users (labellers will name themselves).
@@ -196,15 +217,18 @@ class Store:
         prompt: str | None = None,
         category: str | None = None,
         client: str | None = None,
+        key_id: str | None = None,
+        team: str | None = None,
     ) -> None:
         """Queue a decision; ``context`` (the prompt embedding) is kept as float32, ``prompt`` only if given.
 
-        ``client`` identifies who asked (the server stores a sha256 hex digest of the client key, never the key).
+        ``client`` identifies who asked (the server stores a sha256 hex digest of the client key, never the key);
+        ``key_id`` and ``team`` name the virtual key it used and that key's team then (see :mod:`crossroads.store.keys`).
         """
         blob = None if context is None else np.asarray(context, dtype=np.float32).ravel().tobytes()
         scores_json = None if scores is None else _dumps(scores)
         row = (decision_id, route, model, learner_key, _dumps(list(candidates)), _float(probability), scores_json,
-               blob, float(created_s), prompt, category, client)
+               blob, float(created_s), prompt, category, client, key_id, team)
         self._put((_INSERT_DECISION, row))
 
     def record_outcome(
@@ -256,11 +280,17 @@ class Store:
     def flush(self) -> None:
         """Wait until every decision and outcome queued before this call is committed."""
         done = threading.Event()
-        with self._put_lock:
-            if self._closed:
-                return
-            self._queue.put(done)
+        self.when_written(done.set)
         done.wait()
+
+    def when_written(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` once every decision and outcome queued before this call is committed (or, while the
+        database is out, fsync'd to the spool): from the writer thread, or at once when the store is closed."""
+        with self._put_lock:
+            if not self._closed:
+                self._queue.put(callback)
+                return
+        callback()
 
     def decision(self, decision_id: str, *, flush: bool = True) -> dict | None:
         """A recorded decision with its ``outcome`` (or ``None``); ``None`` if there is no such decision.
@@ -401,17 +431,13 @@ class Store:
         carried out.
         """
         self.flush()
-        where, params = ["1 = 1"], []
-        for clause, value in (("d.route = ?", route), ("d.created_s >= ?", since_s), ("d.created_s < ?", until_s)):
-            if value is not None:
-                where.append(clause)
-                params.append(value)
+        where, params = decision_window(route, since_s, until_s)
         sql = (f"SELECT {', '.join(TRAFFIC_COLUMNS_SQL)} FROM decisions d "
                "LEFT JOIN outcomes o ON o.decision_id = d.decision_id "
                "LEFT JOIN (SELECT decision_id, MIN(seq) AS seq FROM feedback "
                f"WHERE COALESCE(source, '{USER_SOURCE}') = '{USER_SOURCE}' AND model IS NULL GROUP BY decision_id) ff "
                "ON ff.decision_id = d.decision_id LEFT JOIN feedback f ON f.seq = ff.seq "
-               f"WHERE {' AND '.join(where)} ORDER BY d.created_s")
+               f"WHERE {where} ORDER BY d.created_s")
         yield from self._db.stream(sql, params, chunk_rows)
 
     def routes(self) -> list[str]:
@@ -428,15 +454,11 @@ class Store:
         (calls of unknown cost count nothing).  Daily caps and ``crossroads report`` read it.
         """
         self.flush()
-        where, params = ["1 = 1"], []
-        for clause, value in (("d.route = ?", route), ("d.created_s >= ?", since_s), ("d.created_s < ?", until_s)):
-            if value is not None:
-                where.append(clause)
-                params.append(value)
+        where, params = decision_window(route, since_s, until_s)
         rows = self._db.execute(
             "SELECT s.model, COUNT(*), SUM(CASE WHEN s.status = 'ok' THEN 0 ELSE 1 END), SUM(s.cost_usd) "
             "FROM shadow_outcomes s JOIN decisions d ON d.decision_id = s.decision_id "
-            f"WHERE {' AND '.join(where)} GROUP BY s.model ORDER BY s.model", params)
+            f"WHERE {where} GROUP BY s.model ORDER BY s.model", params)
         return {model: {"calls": int(calls), "errors": int(errors or 0), "spend_usd": float(spend or 0.0)}
                 for model, calls, errors, spend in rows}
 
@@ -522,7 +544,7 @@ class Store:
         """
         self.flush()
         labels, label_params = _label_sql(quality_from)
-        where, params = _window_sql(route, since_s, until_s)
+        where, params = decision_window(route, since_s, until_s)
         sql = ("SELECT d.decision_id, d.route, d.model, d.probability, d.category, d.prompt, o.model, o.status, "
                "o.cost_usd, o.latency_s, o.response, f.quality FROM decisions d "
                "LEFT JOIN outcomes o ON o.decision_id = d.decision_id "
@@ -540,7 +562,7 @@ class Store:
         """
         self.flush()
         labels, label_params = _label_sql(quality_from)
-        where, params = _window_sql(route, since_s, until_s)
+        where, params = decision_window(route, since_s, until_s)
         sql = ("SELECT s.decision_id, s.model, s.cost_usd, s.latency_s, s.response, f.quality FROM shadow_outcomes s "
                "JOIN decisions d ON d.decision_id = s.decision_id "
                f"LEFT JOIN ({labels}) q ON q.decision_id = s.decision_id AND q.answer = s.model "
@@ -621,8 +643,8 @@ class Store:
                         if (left := self._queued.pop(params[0]) - 1) > 0:
                             self._queued[params[0]] = left
             for item in batch:
-                if isinstance(item, threading.Event):
-                    item.set()
+                if callable(item):  # when_written's callbacks: everything queued before them is written
+                    item()
             if any(item is _STOP for item in batch):
                 if self._spool is not None and not self._spool.empty:  # one last try; else the next start replays
                     self._replayed_s = 0.0
@@ -678,7 +700,7 @@ class Store:
         if self._spool.empty or time.monotonic() - self._replayed_s < REPLAY_INTERVAL_S:
             return
         self._replayed_s = time.monotonic()
-        rows = [(_SPOOLED[kind], params) for kind, params in self._spool.rows()]
+        rows = [_from_spool(kind, params) for kind, params in self._spool.rows()]
         try:
             with self._writer_db.transaction() as db:
                 for start in range(0, len(rows), WRITER_BATCH):
@@ -738,7 +760,7 @@ def migrate(db: Database) -> int:
     return len(MIGRATIONS)
 
 
-def _window_sql(route: str | None, since_s: float | None, until_s: float | None) -> tuple[str, list]:
+def decision_window(route: str | None, since_s: float | None, until_s: float | None) -> tuple[str, list]:
     """The WHERE clause on decisions ``d`` made in ``[since_s, until_s)`` on ``route`` (None: any), and its values."""
     where, params = ["1 = 1"], []
     for clause, value in (("d.route = ?", route), ("d.created_s >= ?", since_s), ("d.created_s < ?", until_s)):

@@ -323,6 +323,7 @@ class _EventStream(httpx.SyncByteStream, httpx.AsyncByteStream):
     async def __aiter__(self):
         for part in self:
             yield part
+            await asyncio.sleep(0)  # as a socket read would, let the event loop run between events
 
 
 # -- on a socket --------------------------------------------------------------------------

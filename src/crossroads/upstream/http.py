@@ -1,8 +1,8 @@
 """POST JSON to an OpenAI-compatible endpoint with timeouts, retries and errors that never show the key.
 
 The LLM judge and the embedder of an ``/embeddings`` endpoint call through an
-:class:`Endpoint`; the chat providers (:mod:`crossroads.upstream.providers`) go through the
-``openai`` SDK.  Both take an ``http_client``, the one seam where tests plug in
+:class:`Endpoint`; the chat providers (:mod:`crossroads.upstream.providers`) share its retry
+rules and error messages in async form.  Both take an ``http_client``, the one seam where tests plug in
 :class:`crossroads.upstream.fake.FakeUpstream`.
 """
 
@@ -104,11 +104,12 @@ def server_message(response: httpx.Response) -> str:
     return response.text[:300] or response.reason_phrase
 
 
-def retry_after_s(response: httpx.Response) -> float:
+def retry_after_s(response: httpx.Response, default: float = 0.0) -> float:
+    """The seconds the server's ``Retry-After`` asks to wait (at most a minute), else ``default``."""
     try:
-        return min(float(response.headers.get("retry-after", 0)), MAX_RETRY_AFTER_S)
-    except ValueError:  # an HTTP date: not worth parsing
-        return 0.0
+        return min(float(response.headers["retry-after"]), MAX_RETRY_AFTER_S)
+    except (KeyError, ValueError):  # none, or an HTTP date: not worth parsing
+        return default
 
 
 class Endpoint:

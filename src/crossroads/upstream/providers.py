@@ -2,24 +2,25 @@
 
 A ``Provider`` sends an OpenAI chat-completions body to one model and returns the
 answer (a dict in OpenAI's wire format) or its stream of chunks.  ``OpenAIProvider``
-speaks to any OpenAI-compatible endpoint through the official ``openai`` async client,
-which retries 408/409/429/5xx and network errors with exponential backoff (honouring
-``Retry-After``); ``LiteLLMProvider`` reaches other APIs through LiteLLM when it is
+speaks to any OpenAI-compatible endpoint over ``httpx``, retrying 408/409/429/5xx and
+network errors with exponential backoff (honouring ``Retry-After``); ``LiteLLMProvider`` reaches other APIs through LiteLLM when it is
 installed.  Every failure becomes an ``UpstreamError`` whose message never contains
 the API key.
 """
 
 from __future__ import annotations
 
+import asyncio
+import json
 import os
+import random
 import re
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator
 from typing import Any
 
 from crossroads.registry import Registry
-from crossroads.upstream.http import redact_credentials
+from crossroads.upstream.http import RETRY_STATUSES, redact_credentials, retry_after_s, server_message
 from crossroads.upstream.models import ModelConfig
 
 _SECRET_LIKE = re.compile(r"\b(sk|key|tok)-[A-Za-z0-9_\-]{6,}")
@@ -69,37 +70,34 @@ class Provider(ABC):
 
 
 class OpenAIProvider(Provider):
-    """Any OpenAI-compatible ``/chat/completions`` endpoint, through ``openai.AsyncOpenAI``.
+    """Any OpenAI-compatible ``/chat/completions`` endpoint, called with ``httpx`` directly.
 
-    A ``local`` model's answer loses the space it begins with (the transcript it
-    continues ends in ``Assistant:``; see :mod:`crossroads.upstream.local_model`).
+    Each call is retried ``max_retries`` times on 408/409/429/5xx and network errors, after
+    the server's ``Retry-After`` (up to a minute) or an exponential backoff (0.5 s doubling,
+    at most 8 s, with jitter), as the openai SDK does; the SDK itself is not used here: it
+    cost about 40% of the server's CPU per request.  A ``local`` model's answer loses the
+    space it begins with (the transcript it continues ends in ``Assistant:``; see
+    :mod:`crossroads.upstream.local_model`).
     """
 
     def __init__(self, model: ModelConfig, http_client: Any = None):
         super().__init__(model, http_client)
-        self._client: Any = None
+        self._own: Any = None
+        self._url = model.base_url.rstrip("/") + "/chat/completions"
 
-    def _openai(self) -> Any:
-        if self._client is None:  # created on first use: no client, and no key needed, at import or config time
-            import openai
+    def _client(self) -> Any:
+        if self.http_client is not None:
+            return self.http_client
+        if self._own is None:  # created on first use: no client, and no key needed, at import or config time
+            import httpx
 
-            self._client = openai.AsyncOpenAI(
-                base_url=self.config.base_url,
-                api_key=self.api_key() or "no-key",
-                timeout=self.config.timeout_s,
-                max_retries=self.config.max_retries,
-                http_client=self.http_client,
-            )
-        return self._client
+            self._own = httpx.AsyncClient(limits=httpx.Limits(max_connections=None, max_keepalive_connections=64))
+        return self._own
 
     async def complete(self, body: dict[str, Any]) -> dict[str, Any]:
-        import httpx
-
-        body = {**body, "stream": False} if "stream" in body else body
-        with self._errors():
-            response = await self._openai().post("/chat/completions", body=body, cast_to=httpx.Response)
+        response = await self._post({**body, "stream": False} if "stream" in body else body, stream=False)
         try:
-            answer = response.json()
+            answer = json.loads(response.content)
         except ValueError:
             raise UpstreamError(self.config.name, "malformed", "the upstream's answer is not JSON") from None
         if not isinstance(answer, dict) or not isinstance(answer.get("choices"), list):
@@ -113,53 +111,110 @@ class OpenAIProvider(Provider):
 
     async def stream(self, body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
         import httpx
-        import openai
-        from openai import AsyncStream
 
-        with self._errors():
-            chunks = await self._openai().post(
-                "/chat/completions", body={**body, "stream": True}, cast_to=object, stream=True,
-                stream_cls=AsyncStream[object],
-            )
-            count, started = 0, not self.config.local
-            try:
-                async for chunk in chunks:
-                    if not isinstance(chunk, dict):
-                        raise UpstreamError(self.config.name, "malformed", "a stream chunk is not a JSON object")
-                    count += 1
-                    if not started:
-                        started = _strip_first_text(chunk)
-                    yield chunk
-            except (openai.APIError, httpx.TransportError, ValueError) as error:
-                if not count:
-                    raise  # nothing sent yet: a failure to reach or read the model, as any other
-                raise UpstreamError(self.config.name, "broken", f"the stream broke mid-answer after {count} chunks "
-                                    f"({type(error).__name__}: {self.redact(str(error))[:200]})") from None
+        response = await self._post({**body, "stream": True}, stream=True)
+        count, started = 0, not self.config.local
+        try:
+            async for chunk in _server_sent_events(response):
+                if not isinstance(chunk, dict):
+                    raise ValueError("a stream chunk is not a JSON object")
+                if "error" in chunk:
+                    raise ValueError(f"the upstream sent an error: {_error_message(chunk)}")
+                count += 1
+                if not started:
+                    started = _strip_first_text(chunk)
+                yield chunk
+        except (httpx.TransportError, ValueError) as error:
             if not count:
-                raise UpstreamError(self.config.name, "malformed", "the stream ended without a single chunk")
+                raise self._failure(error) from None
+            raise UpstreamError(self.config.name, "broken", f"the stream broke mid-answer after {count} chunks "
+                                f"({type(error).__name__}: {self.redact(str(error))[:200]})") from None
+        finally:
+            await response.aclose()
+        if not count:
+            raise UpstreamError(self.config.name, "malformed", "the stream ended without a single chunk")
 
     async def aclose(self) -> None:
-        if self._client is not None and self.http_client is None:  # a given client is its owner's to close
-            await self._client.close()
+        if self._own is not None:  # a given client is its owner's to close
+            await self._own.aclose()
+            self._own = None
 
-    @contextmanager
-    def _errors(self) -> Iterator[None]:
-        """Turns the openai SDK's exceptions into UpstreamError, with the key redacted."""
+    async def _post(self, body: dict[str, Any], *, stream: bool) -> Any:
+        """The 2xx response to ``body`` (unread when ``stream``), after the retries; else UpstreamError."""
         import httpx
-        import openai
+
+        client, content, headers = self._client(), json.dumps(body).encode(), self._headers()
+        failure: UpstreamError | None = None
+        wait_s = 0.0
+        for attempt in range(self.config.max_retries + 1):
+            if attempt:
+                await asyncio.sleep(wait_s)
+            wait_s = min(0.5 * 2**attempt, 8.0) * (1.0 - 0.25 * random.random())
+            request = client.build_request("POST", self._url, content=content, headers=headers,
+                                           timeout=self.config.timeout_s)
+            try:
+                response = await client.send(request, stream=stream)
+            except httpx.TransportError as error:
+                failure = self._failure(error)
+                continue
+            if response.status_code < 300:
+                return response
+            try:
+                await response.aread()
+            except httpx.TransportError as error:
+                failure = self._failure(error)
+                continue
+            finally:
+                await response.aclose()
+            status = response.status_code
+            failure = UpstreamError(self.config.name, "status",
+                                    f"status {status}: {self.redact(server_message(response)[:300])}", status)
+            if status not in RETRY_STATUSES:
+                break
+            wait_s = retry_after_s(response, default=wait_s)
+        assert failure is not None
+        raise failure
+
+    def _headers(self) -> dict[str, str]:
+        headers = {"content-type": "application/json", "accept": "application/json"}
+        key = self.api_key()
+        if key:
+            headers["authorization"] = f"Bearer {key}"
+        return headers
+
+    def _failure(self, error: Exception) -> UpstreamError:
+        """The UpstreamError for a network failure or an unreadable answer, with the key redacted."""
+        import httpx
 
         name = self.config.name
-        try:
-            yield
-        except openai.APITimeoutError:
-            raise UpstreamError(name, "timeout", f"no answer within {self.config.timeout_s:g} s") from None
-        except (openai.APIConnectionError, httpx.TransportError):
-            raise UpstreamError(name, "connection", f"could not reach {self.redact(self.config.base_url)}") from None
-        except openai.APIStatusError as error:
-            message = self.redact(_status_message(error))
-            raise UpstreamError(name, "status", f"status {error.status_code}: {message}", error.status_code) from None
-        except (openai.APIError, ValueError) as error:  # includes JSON that does not decode
-            raise UpstreamError(name, "malformed", f"bad answer: {self.redact(str(error))[:300]}") from None
+        if isinstance(error, httpx.TimeoutException):
+            return UpstreamError(name, "timeout", f"no answer within {self.config.timeout_s:g} s")
+        if isinstance(error, httpx.TransportError):
+            return UpstreamError(name, "connection", f"could not reach {self.redact(self.config.base_url)}")
+        return UpstreamError(name, "malformed", f"bad answer: {self.redact(str(error))[:300]}")
+
+
+async def _server_sent_events(response: Any) -> AsyncIterator[Any]:
+    """The decoded JSON ``data`` of each server-sent event of ``response``, up to ``[DONE]``.
+
+    Comment lines (``: keep-alive``) and fields other than ``data`` are skipped; the data
+    lines of one event are joined by newlines, as the SSE format says.  A ``data`` that is
+    not JSON raises ValueError.
+    """
+    data: list[str] = []
+    async for line in response.aiter_lines():
+        if line:
+            if line.startswith("data:"):
+                data.append(line[6:] if line.startswith("data: ") else line[5:])
+            continue
+        if not data:
+            continue
+        text, data = "\n".join(data), []
+        if text.startswith("[DONE]"):
+            return
+        yield json.loads(text)
+    if data and not data[0].startswith("[DONE]"):
+        yield json.loads("\n".join(data))
 
 
 def _strip_first_text(chunk: dict[str, Any]) -> bool:
@@ -172,13 +227,11 @@ def _strip_first_text(chunk: dict[str, Any]) -> bool:
     return False
 
 
-def _status_message(error: Any) -> str:
-    body = getattr(error, "body", None)
-    if isinstance(body, dict):
-        inner = body.get("error", body)
-        if isinstance(inner, dict) and inner.get("message"):
-            return str(inner["message"])[:300]
-    return str(getattr(error, "message", error))[:300]
+def _error_message(body: Any) -> str:
+    inner = body.get("error", body) if isinstance(body, dict) else body
+    if isinstance(inner, dict) and inner.get("message"):
+        return str(inner["message"])[:300]
+    return str(inner)[:300]
 
 
 class LiteLLMProvider(Provider):
