@@ -411,7 +411,10 @@ class Gateway:
                 return earlier
             raise
         self.metrics.feedback.labels(decision["route"]).inc()
-        applied = self.learners.sync(self.store, until=seq) if learning else 0
+        applied = 0
+        if learning:  # 1 once the learner holds it, whether this sync applied it or a concurrent one did
+            self.learners.sync(self.store, until=seq)
+            applied = int(self.learners.cursor(route) >= seq)
         return {"feedback_id": seq, "decision_id": decision_id, "route": decision["route"], "reward": reward,
                 "learned": bool(learning), "applied": applied}
 

@@ -103,6 +103,11 @@ class RouteLearners:
                 self.snapshot(store)
             return applied
 
+    def cursor(self, route: str) -> int:
+        """The seq of the last feedback the learners of ``route`` include."""
+        with self._lock:
+            return self._cursors[route]
+
     def snapshot(self, store: Any) -> None:
         """Save every route's learners with the feedback seq they include."""
         for route, keyed in self._keyed.items():
