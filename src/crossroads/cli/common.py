@@ -92,3 +92,47 @@ def step_progress(description: str, total: int):
     with Progress(*columns, console=Console(stderr=True), transient=False) as progress:
         task = progress.add_task(description, total=total)
         yield lambda step: progress.update(task, advance=1, description=f"{description}: {step}")
+
+
+class AdminClient:
+    """Calls to a running server's admin endpoints (``crossroads keys``, ``promote``); a refusal or an unreachable
+    server becomes one clear CrossroadsError."""
+
+    def __init__(self, server: str, key: str, timeout_s: float = 30.0):
+        self.base = server.rstrip("/").removesuffix("/v1")
+        self.headers = {"Authorization": f"Bearer {key}"}
+        self.timeout_s = timeout_s
+
+    @classmethod
+    def from_env(cls, server: str, key_env: str, timeout_s: float = 30.0) -> AdminClient:
+        """The client with the admin key held in ``$key_env`` (the commands' ``--admin-key-env``)."""
+        import os
+
+        from crossroads.errors import CrossroadsError
+
+        key = os.environ.get(key_env)
+        if not key:
+            raise CrossroadsError(f"${key_env} is not set: put the server's admin key there (or name another "
+                                  "variable with --admin-key-env)")
+        return cls(server, key, timeout_s)
+
+    def call(self, method: str, path: str, body: dict | None = None, params: dict | None = None) -> dict:
+        import httpx
+
+        from crossroads.errors import CrossroadsError
+
+        url = self.base + path
+        try:
+            response = httpx.request(method, url, json=body, params=params, headers=self.headers,
+                                     timeout=self.timeout_s)
+        except httpx.HTTPError as error:
+            raise CrossroadsError(f"cannot reach {url} ({error}): is `crossroads serve` running there?") from None
+        try:
+            answer = response.json()
+        except ValueError:
+            answer = {}
+        if response.status_code >= 400:
+            message = (answer.get("error") or {}).get("message") if isinstance(answer, dict) else None
+            raise CrossroadsError(f"{method} {url} refused ({response.status_code}): "
+                                  f"{message or response.text[:200]}")
+        return answer

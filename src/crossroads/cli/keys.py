@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
 from typing import Any
 
+from crossroads.cli.common import AdminClient
 from crossroads.errors import CrossroadsError
 
 #: ``--expires-in`` units, in seconds.
@@ -55,11 +55,7 @@ def _add_settings(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    key = os.environ.get(args.admin_key_env)
-    if not key:
-        raise CrossroadsError(f"${args.admin_key_env} is not set: put the server's admin key there (or name another "
-                              "variable with --admin-key-env)")
-    admin = _Admin(args.server, key)
+    admin = AdminClient.from_env(args.server, args.admin_key_env)
     if args.action == "create-team":
         admin.call("POST", "/admin/teams", {"name": args.team})
         print(f"team {args.team} declared")
@@ -143,29 +139,3 @@ def _span(text: str, option: str) -> float:
 
 def _budget(budget: dict | None) -> str:
     return "budget=none" if budget is None else f"budget=US${budget['usd']:g}/{budget['per']}:{budget['mode']}"
-
-
-class _Admin:
-    """Calls to a server's admin endpoints; a refusal becomes one clear CrossroadsError."""
-
-    def __init__(self, server: str, key: str):
-        self.base = server.rstrip("/").removesuffix("/v1")
-        self.headers = {"Authorization": f"Bearer {key}"}
-
-    def call(self, method: str, path: str, body: dict | None = None, params: dict | None = None) -> dict:
-        import httpx
-
-        url = self.base + path
-        try:
-            response = httpx.request(method, url, json=body, params=params, headers=self.headers, timeout=30)
-        except httpx.HTTPError as error:
-            raise CrossroadsError(f"cannot reach {url} ({error}): is `crossroads serve` running there?") from None
-        try:
-            answer = response.json()
-        except ValueError:
-            answer = {}
-        if response.status_code >= 400:
-            message = (answer.get("error") or {}).get("message") if isinstance(answer, dict) else None
-            raise CrossroadsError(f"{method} {url} refused ({response.status_code}): "
-                                  f"{message or response.text[:200]}")
-        return answer

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
+
+from crossroads.cli.common import AdminClient
 
 #: Exit codes: promoted, refused (the candidate is not shown better), and errors (2, as every command).
 PROMOTED, REFUSED = 0, 1
@@ -41,12 +42,8 @@ def run(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     from crossroads.cli.candidate import estimate, print_estimate
-    from crossroads.errors import CrossroadsError
 
-    key = os.environ.get(args.admin_key_env)
-    if not key:
-        raise CrossroadsError(f"${args.admin_key_env} is not set: put the server's admin key there (or name another "
-                              "variable with --admin-key-env)")
+    admin = AdminClient.from_env(args.server, args.admin_key_env, timeout_s=120)
     router_file = Path(args.router_file).expanduser().resolve()
     result, logs = estimate(args, args.logs, str(router_file), route=args.route)
     console = Console(soft_wrap=True)
@@ -62,30 +59,18 @@ def run(args: argparse.Namespace) -> int:
         console.print(f"not promoted: the candidate's lower bound {candidate.low:.4f} does not beat the current "
                       f"policy's {logged.value:.4f} ({figures}); route {args.route} unchanged", highlight=False)
         return REFUSED
-    answer = _reload(args.server, key, args.route, str(router_file))
+    answer = _reload(admin, args.route, str(router_file))
     console.print(f"promoted {router_file} on route {args.route} of {args.server} ({figures})", highlight=False)
     console.print(f"the server's config file {answer.get('reloaded')} is unchanged; to keep this after a restart, "
                   f"set under routes.{args.route}:  router_file: {router_file}", highlight=False)
     return PROMOTED
 
 
-def _reload(server: str, key: str, route: str, router_file: str) -> dict:
-    import httpx
-
+def _reload(admin: AdminClient, route: str, router_file: str) -> dict:
+    """``/admin/reload`` with the route's new router file; a refusal says that nothing changed."""
     from crossroads.errors import CrossroadsError
 
-    url = server.rstrip("/").removesuffix("/v1") + "/admin/reload"
     try:
-        response = httpx.post(url, json={"routes": {route: {"router_file": router_file}}},
-                              headers={"Authorization": f"Bearer {key}"}, timeout=120)
-    except httpx.HTTPError as error:
-        raise CrossroadsError(f"cannot reach {url} ({error}): is `crossroads serve` running there?") from None
-    try:
-        body = response.json()
-    except ValueError:
-        body = {}
-    if response.status_code != 200:
-        message = (body.get("error") or {}).get("message") if isinstance(body, dict) else None
-        raise CrossroadsError(f"{url} refused the reload ({response.status_code}): {message or response.text[:200]}; "
-                              "nothing changed")
-    return body
+        return admin.call("POST", "/admin/reload", {"routes": {route: {"router_file": router_file}}})
+    except CrossroadsError as error:
+        raise CrossroadsError(f"{error}; nothing changed") from None

@@ -2,8 +2,8 @@
 
 :func:`build_report` gives plain JSON values: the window read, the pool's prices, totals
 and breakdowns (per model, route, category and day: requests, errors, fallbacks, spend,
-tokens, latency percentiles; per virtual key and team the same but latency), the savings against always sending every request to each
-single model (the dearest headlined), and the quality served and each single model's
+tokens, latency percentiles; per virtual key and team the same but latency), the savings
+against always sending every request to each single model (the dearest headlined), and the quality served and each single model's
 off-policy quality, each with a 95% interval (:mod:`crossroads.evaluate.traffic_estimates`),
 and what shadow calls (other models answering in the background, never returned) cost.
 :func:`write_report` writes ``report.json``, the PNGs and ``report.html`` (one file, the
