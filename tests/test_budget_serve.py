@@ -196,7 +196,7 @@ def test_route_budget_learns_the_daily_traffic_profile_from_the_store(tmp_path):
     from types import SimpleNamespace
 
     from crossroads.objective.budget import parse_budget
-    from crossroads.serve.budgets import RouteBudgets
+    from crossroads.serve.budgets import Budgets
 
     url = f"sqlite:///{tmp_path}/profile.db"
     today, _ = period_bounds("day", time.time())
@@ -207,7 +207,7 @@ def test_route_budget_learns_the_daily_traffic_profile_from_the_store(tmp_path):
                                   probability=1.0, scores=None, context=None,
                                   created_s=today - 86400 + hour * 3600 + i)
         store.flush()
-        budgets = RouteBudgets([SimpleNamespace(name="paid", budget=parse_budget("1/day"))], url, store)
+        budgets = Budgets([SimpleNamespace(name="paid", budget=parse_budget("1/day"))], url, store)
         try:
             budgets.spent_usd("paid", today + 10)
             weights = budgets.controllers["paid"].profile.weights

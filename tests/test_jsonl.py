@@ -24,6 +24,7 @@ IMPORTER_FIXTURES = [
     "mmlu-pro:mmlu_pro",
     "llmrouter:llmrouter/dcrouter_train.json",
     "routerdc:routerdc",
+    "arena-bench:arena_bench",
     "crossroads:crossroads/small.jsonl",
 ]
 

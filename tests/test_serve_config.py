@@ -115,6 +115,32 @@ def test_models_from_the_command_line_make_a_config_that_routes():
             config_from_models([spec])
 
 
+def test_a_pool_without_routes_gets_the_pretrained_route_and_a_request_naming_no_model_uses_it(tmp_path):
+    from serve_helpers import ServerThread
+
+    from crossroads.serve.gateway import Gateway
+    from crossroads.upstream.fake import FAKE_BASE_URL, FakeUpstream
+
+    models = [{"name": name, "base_url": FAKE_BASE_URL, "upstream_model": "echo", "price_per_mtok_in": price,
+               "price_per_mtok_out": price} for name, price in (("big", 10.0), ("small", 0.1))]
+    config = parse_config({"models": models, "store": f"sqlite:///{tmp_path}/store.db"})
+    [auto] = config.routes
+    assert (config.default_route, auto.name, auto.router_file, auto.learner) == ("auto", "auto", "default", "linucb")
+    assert parse_config({"models": models[:1]}).routes == ()  # one model: nothing to route
+    declared = parse_config({"models": models, "routes": {"mine": {"learner": "ucb"}}})
+    assert [r.name for r in declared.routes] == ["mine"] and declared.default_route is None  # routes named: as said
+    assert parse_config({"models": models, "default_route": "big"}).routes == ()
+    with ServerThread(Gateway(config, http_client=FakeUpstream().async_client())) as server:
+        import httpx
+
+        answer = httpx.post(server.url + "/v1/chat/completions", timeout=30,
+                            json={"messages": [{"role": "user", "content": "What is the capital of France?"}]})
+        assert answer.status_code == 200, answer.text
+        decision = answer.json()["crossroads"]
+        assert decision["route"] == "auto" and decision["kind"] == "learner"
+        assert "starting from the router's expected rewards" in decision["reason"]  # warm start from the default
+
+
 def test_requests_route_on_the_last_user_message_or_the_conversation():
     messages = [{"role": "system", "content": "be brief"}, {"role": "user", "content": "first"},
                 {"role": "assistant", "content": "ok"},

@@ -18,8 +18,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     data = subparsers.add_parser(
         "data",
         help="inspect routing datasets and convert them to crossroads' JSONL format",
-        description="Read recorded outcomes of LLMs on benchmark queries (RouteLLM, RouterBench, MMLU-Pro, "
-        "LLMRouter, RouterDC or crossroads JSONL), summarise them or convert them to one JSONL file.",
+        description="Read recorded outcomes of LLMs on benchmark queries (RouteLLM, Arena-Hard, RouterBench, "
+        "MMLU-Pro, LLMRouter, RouterDC or crossroads JSONL), summarise them or convert them to one JSONL file.",
         epilog=formats,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

@@ -18,6 +18,8 @@ TABLES = [
     ("any number of models (sweeping willingness to pay; cost share = of the best single model's cost)",
      [("aiq", "AIQ", False), ("best_quality", "best quality", False), ("cost_share_at_95", "cost@95%", True),
       ("cost_share_at_97", "cost@97%", True), ("cost_share_at_100", "cost@100%", True)]),
+    ("cascades at their cheapest point reaching 97% of the best single model's quality",
+     [("mean_calls_at_97", "calls/query", False), ("mean_latency_s_at_97", "latency (s, chain)", False)]),
 ]
 
 
@@ -49,6 +51,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--weak", help="weak model of the pair")
     parser.add_argument("--seed", type=int, default=0, help="seed of the fold split and random baseline")
     parser.add_argument("--out", default="crossroads-eval", metavar="DIR", help="output directory (default ./crossroads-eval)")
+    cascades = parser.add_argument_group("cascades, replayed on the recorded responses (cross-validation only)")
+    cascades.add_argument("--cascade", action="append", choices=["routing", "fixed"],
+                          help="add a cascade (repeatable): routing = cascade routing from the router's predictions, "
+                          "fixed = a chain cheapest first; scored on the queries with every model's outcome")
+    cascades.add_argument("--verifier", default="learned", metavar="NAME",
+                          help="what judges each answer: learned (default) or agreement; see docs/cascades.md")
+    cascades.add_argument("--cascade-router", metavar="NAME[:k=v,...]",
+                          help="router whose predictions the cascades start from (default: the first --router)")
+    cascades.add_argument("--max-cost-usd", type=float, metavar="USD", help="per-query cost cap of cascade routing")
     logs = parser.add_argument_group("a candidate router on logged traffic (off-policy; writes OUT/candidate.json)")
     logs.add_argument("--logs", metavar="FILE.jsonl", help="a server's log (`crossroads logs export`): estimate how "
                       "--router-file, deciding as a route with --objective and --rule would, did on that traffic")
@@ -75,6 +86,8 @@ def run(args: argparse.Namespace) -> int:
         raise CrossroadsError("--train and --test go together; or use --dataset with --cv K")
     if args.train and args.dataset:
         raise CrossroadsError("give either --dataset (cross-validation) or --train/--test, not both")
+    if args.cascade and args.test:
+        raise CrossroadsError("--cascade is cross-validated on --dataset: drop --train/--test")
     cache = not args.no_cache
     train = load_data(args.train or args.dataset, args.models)
     test, removed = None, 0
@@ -112,6 +125,8 @@ def run(args: argparse.Namespace) -> int:
     with step_progress("fitting and predicting", steps) as on_step:
         evaluation = evaluate(specs, train, train_emb, folds=args.cv, test=test, pair=pair, seed=args.seed,
                               embedder=embedder_name, on_step=on_step, probes=probes)
+    if args.cascade:
+        add_cascades(args, evaluation, train, train_emb, embedder_name)
     if args.test:
         evaluation.setup["duplicates_removed"] = removed
         evaluation.setup["probes"] = args.probes
@@ -120,10 +135,38 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "metrics.json").write_text(json.dumps(evaluation.to_json(), indent=1))
-    plot_evaluation(evaluation, out / "curve.png", title=", ".join(args.test or args.train or args.dataset or ["RouteLLM MMLU"]))
+    from dataclasses import replace
+
+    plotted = replace(evaluation, entries=[replace(e, kind="router") if e.kind == "cascade" else e
+                                           for e in evaluation.entries])  # a cascade is drawn as a router
+    plot_evaluation(plotted, out / "curve.png", title=", ".join(args.test or args.train or args.dataset or ["RouteLLM MMLU"]))
     print_table(evaluation)
     Console().print(f"wrote {out / 'metrics.json'} and {out / 'curve.png'}")
     return 0
+
+
+def add_cascades(args: argparse.Namespace, evaluation, dataset, embeddings, embedder: str) -> None:
+    """Cross-validate the cascades of ``--cascade`` and put their entries after the routers'."""
+    import numpy as np
+
+    from crossroads.evaluate.cascade_cv import evaluate_cascades
+
+    complete = ~(np.isnan(dataset.quality).any(1) | np.isnan(dataset.cost_usd).any(1))
+    if dataset.responses is None:
+        from rich.console import Console
+
+        Console(stderr=True).print("the dataset keeps no responses: the verifier sees only the router's predictions "
+                                   "(for mmlu-pro add ,responses=true to the dataset)")
+    router = args.cascade_router or (args.router or DEFAULT_ROUTERS)[0]
+    with step_progress("cascades", args.cv) as on_step:
+        curves = evaluate_cascades(args.cascade, dataset.subset(complete), embeddings[complete], router=router,
+                                   verifier=args.verifier, folds=args.cv, seed=args.seed, embedder=embedder,
+                                   max_cost_usd=args.max_cost_usd, on_step=on_step)
+    entries = [curve.entry(dataset.subset(complete)) for curve in curves]
+    routers = sum(entry.kind == "router" for entry in evaluation.entries)
+    evaluation.entries[routers:routers] = entries
+    evaluation.setup["cascades"] = {"router": router, "verifier": args.verifier, "queries": int(complete.sum()),
+                                    "max_cost_usd": args.max_cost_usd}
 
 
 def run_logs(args: argparse.Namespace) -> int:

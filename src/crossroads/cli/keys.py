@@ -12,6 +12,9 @@ from crossroads.errors import CrossroadsError
 
 #: ``--expires-in`` units, in seconds.
 SPANS = {"m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+TEAM_BUDGET_HELP = ("e.g. 500/month or 500/month:pace; PERIOD day, week or month; cap (the default): the requests "
+                    "of all the team's keys are refused once it is spent; pace: the routes they use turn to cheaper "
+                    "models as it runs short")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -25,7 +28,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
     team = actions.add_parser("create-team", help="declare a team (keys belong to a declared team)")
     team.add_argument("team", metavar="NAME")
-    actions.add_parser("teams", help="list the teams")
+    team.add_argument("--budget", metavar="USD/PERIOD", help=TEAM_BUDGET_HELP)
+    update_team = actions.add_parser("update-team", help="change a team's budget (`none` removes it)")
+    update_team.add_argument("team", metavar="NAME")
+    update_team.add_argument("--budget", metavar="USD/PERIOD", required=True, help=TEAM_BUDGET_HELP)
+    actions.add_parser("teams", help="list the teams, with their budgets and spend")
     create = actions.add_parser("create", help="create a key; its secret is printed this once")
     create.add_argument("--name", required=True)
     create.add_argument("--team", required=True)
@@ -49,19 +56,26 @@ def _add_settings(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rate-limit-per-s", metavar="X", help="its own rate limit, requests per second")
     parser.add_argument("--rate-burst", metavar="N", help="burst of its rate limit (default the server's)")
     parser.add_argument("--budget", metavar="USD/PERIOD",
-                        help="e.g. 50/month; PERIOD day, week or month; requests are refused once it is spent "
-                        "(to pace spending instead, give the route a budget)")
+                        help="e.g. 50/month or 50/month:pace; PERIOD day, week or month; cap (the default): "
+                        "requests are refused once it is spent; pace: the routes it uses turn to cheaper models as it "
+                        "runs short")
     parser.add_argument("--expires-in", metavar="SPAN", help="expiry counted from now: 30m, 12h, 30d, 2w")
 
 
 def run(args: argparse.Namespace) -> int:
     admin = AdminClient.from_env(args.server, args.admin_key_env)
     if args.action == "create-team":
-        admin.call("POST", "/admin/teams", {"name": args.team})
-        print(f"team {args.team} declared")
+        body = {"name": args.team} if args.budget is None else {"name": args.team, "budget": args.budget}
+        team = admin.call("POST", "/admin/teams", body)
+        print(f"team {args.team} declared ({_budget(team.get('budget'))})")
+    elif args.action == "update-team":
+        budget = None if args.budget.strip().lower() == "none" else args.budget
+        team = admin.call("PATCH", f"/admin/teams/{args.team}", {"budget": budget})
+        print(f"updated team {args.team} ({_budget(team['budget'])})")
     elif args.action == "teams":
         for team in admin.call("GET", "/admin/teams")["teams"]:
-            print(f"{team['name']}\t{team['keys']} key(s)")
+            print(f"{team['name']}\t{team['keys']} key(s)\t{_budget(team['budget'])}\t"
+                  f"spent=US${team['spent_usd']:.4g} ({team['period']})")
     elif args.action == "create":
         body = {"name": args.name, "team": args.team, **_settings(args, clearing=False)}
         answer = admin.call("POST", "/admin/keys", body)

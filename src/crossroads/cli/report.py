@@ -33,6 +33,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="the server's store: sqlite://PATH.db (or a .db path) or postgresql://... "
                         "(the `store:` of its config; default of a config-less server: sqlite://crossroads.db)")
     parser.add_argument("--route", metavar="R", help="only decisions of this route")
+    parser.add_argument("--team", metavar="T", help="only decisions made with the virtual keys of this team")
     parser.add_argument("--since", metavar="T", help=f"only decisions made at or after T: {TIME_HELP}")
     parser.add_argument("--until", metavar="T", help=f"only decisions made before T: {TIME_HELP}")
     parser.add_argument("--out", "-o", required=True, metavar="DIR", help="directory for the report's files")
@@ -57,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
                               "with (a config-less `crossroads serve` writes sqlite://crossroads.db in its working "
                               "directory)")
     with open_store(args.store) as store:
-        report = build_report(store, route=args.route, since_s=since_s, until_s=until_s,
+        report = build_report(store, route=args.route, since_s=since_s, until_s=until_s, team=args.team,
                               replicates=args.replicates)
     paths = write_report(report, args.out)
     savings = report["savings"]

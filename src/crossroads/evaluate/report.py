@@ -2,7 +2,7 @@
 
 :func:`build_report` gives plain JSON values: the window read, the pool's prices, totals
 and breakdowns (per model, route, category and day: requests, errors, fallbacks, spend,
-tokens, latency percentiles; per virtual key and team the same but latency), the savings
+tokens, latency percentiles; per virtual key and team the same but latency; over time), the savings
 against always sending every request to each single model (the dearest headlined), and the quality served and each single model's
 off-policy quality, each with a 95% interval (:mod:`crossroads.evaluate.traffic_estimates`),
 and what shadow calls (other models answering in the background, never returned) cost.
@@ -28,33 +28,39 @@ from crossroads.store.keys import store_keys
 PERCENTILES = (50, 95, 99)
 #: Breakdowns read from the traffic: their name and the Traffic column that groups them ("day" groups by created_s).
 TRAFFIC_BREAKDOWNS = ("model", "route", "category", "day")
+#: The steps a timeline may take (seconds): the smallest that fits the window in ``TIMELINE_BUCKETS`` steps.
+TIMELINE_STEPS_S = (1, 10, 60, 300, 900, 3600, 6 * 3600, 86400, 7 * 86400)
+TIMELINE_BUCKETS = 200
 #: Every breakdown: also by virtual key and team (read from the store, without latency percentiles).
 BREAKDOWNS = (*TRAFFIC_BREAKDOWNS, "key", "team")
 
 
 def build_report(store: Any, *, route: str | None = None, since_s: float | None = None,
-                 until_s: float | None = None, replicates: int = REPLICATES, seed: int = 0) -> dict[str, Any]:
-    """The report of ``store``'s decisions in ``[since_s, until_s)`` (on ``route``), as JSON values."""
+                 until_s: float | None = None, team: str | None = None, replicates: int = REPLICATES,
+                 seed: int = 0) -> dict[str, Any]:
+    """The report of ``store``'s decisions in ``[since_s, until_s)`` (on ``route``, by ``team``'s keys), as JSON
+    values."""
+    window = {"route": route, "since_s": since_s, "until_s": until_s, "team": team}
     pool = store.pool()
-    traffic = load_traffic(store.traffic(route=route, since_s=since_s, until_s=until_s), pool)
+    traffic = load_traffic(store.traffic(**window), pool)
     if not len(traffic):
         routes = store.routes()
-        where = f" on route {route!r}" if route else ""
+        where = (f" on route {route!r}" if route else "") + (f" by team {team!r}" if team else "")
         raise CrossroadsError(f"the store holds no decision{where} in the window asked for; its routes: "
                               f"{', '.join(routes) or 'none (nothing was ever routed through it)'}")
     savings = spend_if_always(traffic, pool, replicates, seed)
     headline = max(savings["models"], key=lambda m: savings["models"][m]["spend_usd"].value or 0.0, default=None)
-    shadow = store.shadow_spend(route=route, since_s=since_s, until_s=until_s)
+    shadow = store.shadow_spend(**window)
     return {
-        "window": {"route": route, "since_s": since_s, "until_s": until_s, "decisions": len(traffic),
+        "window": {**window, "decisions": len(traffic),
                    "first_s": float(traffic.created_s.min()), "last_s": float(traffic.created_s.max())},
         "pool": {model: {"price_per_mtok_in": price[0], "price_per_mtok_out": price[1]}
                  for model, price in pool.items()},
         "totals": _group_rows(traffic, np.zeros(len(traffic), dtype=np.int64), ["all"])[0],
         "breakdown": {**{by: breakdown(traffic, by) for by in TRAFFIC_BREAKDOWNS},
-                      **{by: store_keys(store).usage_by(by, route=route, since_s=since_s, until_s=until_s)
-                         for by in ("key", "team")}},
+                      **{by: store_keys(store).usage_by(by, **window) for by in ("key", "team")}},
         "model_by_day": model_by_day(traffic),
+        "timeline": timeline(traffic),
         "savings": {"decisions": savings["decisions"], "served_usd": savings["served_usd"], "dearest": headline,
                     "models": {m: {"spend_usd": v["spend_usd"].to_dict(), "savings": v["savings"].to_dict(),
                                    "answers_seen": v["answers_seen"]} for m, v in savings["models"].items()}},
@@ -94,6 +100,24 @@ def model_by_day(traffic: Traffic) -> dict[str, dict[str, int]]:
     counts = np.bincount(day * n_models + models, minlength=len(keys) * n_models).reshape(len(keys), n_models)
     return {_day(key): {name: int(count) for name, count in zip(traffic.model_names, row) if count}
             for key, row in zip(keys, counts)}
+
+
+def timeline(traffic: Traffic, buckets: int = TIMELINE_BUCKETS) -> dict[str, Any]:
+    """The traffic over time in at most ``buckets`` equal steps (one of ``TIMELINE_STEPS_S``): each step's requests,
+    errors, fallbacks, spend, latency percentiles and requests per model (that answered, else was chosen)."""
+    first, last = float(traffic.created_s.min()), float(traffic.created_s.max())
+    step_s = next((step for step in TIMELINE_STEPS_S if (last - first) / step < buckets), TIMELINE_STEPS_S[-1])
+    start = first // step_s * step_s
+    step = ((traffic.created_s - start) // step_s).astype(np.int64)
+    n_steps = int(step.max()) + 1
+    rows = _group_rows(traffic, step, [str(k) for k in range(n_steps)])
+    models = np.where(traffic.model >= 0, traffic.model, traffic.chosen)
+    n_models = len(traffic.model_names)
+    counts = np.bincount(step * n_models + models, minlength=n_steps * n_models).reshape(n_steps, n_models)
+    series = {field: [row[field] for row in rows] for field in
+              ("requests", "errors", "fallbacks", "spend_usd", *(f"latency_p{p}_s" for p in PERCENTILES))}
+    return {"step_s": step_s, "start_s": [start + k * step_s for k in range(n_steps)], **series,
+            "models": {name: counts[:, k].tolist() for k, name in enumerate(traffic.model_names) if counts[:, k].any()}}
 
 
 def _day(days_since_epoch: int) -> str:

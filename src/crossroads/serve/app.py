@@ -4,7 +4,7 @@ Endpoints: ``POST /v1/chat/completions`` (JSON or server-sent events),
 ``GET /v1/models``, ``POST /v1/route`` (decide only), ``POST /v1/feedback``,
 ``GET /health`` (= ``/health/ready``, readiness), ``GET /health/live``, ``GET /metrics`` (Prometheus), and the admin endpoints
 ``GET /admin/learners``, ``POST /admin/snapshot``, ``POST /admin/reload`` and those of virtual keys and teams
-(:mod:`crossroads.serve.keys_api`; docs/keys.md).  Errors have OpenAI's shape,
+(:mod:`crossroads.serve.keys_api`; docs/keys.md), and the dashboard at ``/ui`` (:mod:`crossroads.serve.dashboard`).  Errors have OpenAI's shape,
 ``{"error": {"message", "type", "param", "code"}}``, with a 4xx status for the
 client's mistakes and 502 when no upstream model could answer.
 """
@@ -32,14 +32,16 @@ from starlette.routing import Route
 from crossroads.errors import CrossroadsError
 from crossroads.serve.budgets import BudgetExhausted
 from crossroads.serve.config import ServeConfig, load_config
+from crossroads.serve.dashboard import Dashboard
 from crossroads.serve.gateway import AllModelsFailed, DeadlineExceeded, FeedbackForbidden, Gateway, RequestRejected
 from crossroads.serve.keys import KeyRefused, KeyRing
 from crossroads.serve.keys_api import KeysAdmin
 from crossroads.serve.limits import Limits, retry_after
 from crossroads.serve.requests import MAX_NAME_CHARS, BadJSON, BadRequest, parse_chat_request, parse_json_body
 from crossroads.serve.routing import UnknownRoute
+from crossroads.serve.tracing import leave
 from crossroads.store import DuplicateFeedbackError, UnknownDecisionError
-from crossroads.store.keys import KeySettingsError, UnknownKeyError
+from crossroads.store.keys import KeySettingsError, UnknownKeyError, UnknownTeamError
 from crossroads.store.sql import unavailable as store_unavailable
 from crossroads.upstream.http import redact_credentials
 
@@ -61,6 +63,8 @@ LARGE_BODY_BYTES = 64 * 1024
 STREAM_KEEPALIVE_S = 5.0
 #: Retry-After of a 503 while the store cannot answer (down, disk full, spool full).
 STORE_RETRY_AFTER_S = 5.0
+#: The endpoints traced when the config's ``tracing`` is on, and the name of each one's span.
+TRACED = {"chat": "crossroads.chat", "route": "crossroads.route", "feedback": "crossroads.feedback"}
 
 
 class HTTPError(Exception):
@@ -153,6 +157,11 @@ class Server:
                               f"{virtual.rate_limit_per_s:g} requests/s exceeded")
         return who
 
+    def sends_admin_key(self, request: Request) -> bool:
+        """Whether the request's bearer token is the admin key (the guard itself is ``client(request, admin=True)``)."""
+        token, admin_key = _bearer(request), self.config.security.admin_key()
+        return token is not None and admin_key is not None and _same_key(token, admin_key)
+
     async def _virtual_key(self, token: str | None) -> Any:
         """The virtual key ``token`` is (see serve/keys.py), or None; a lookup the cache lacks runs off the loop."""
         hit, key = self.keyring.cached(token)
@@ -168,9 +177,11 @@ class Server:
         if key is None:
             return chat
         chat = KeyRing.restrict(key, chat, self.config)
+        payers: tuple[str, ...] = ()
         if spends:
             await anyio.to_thread.run_sync(self.keyring.check_budget, key)
-        return dataclasses.replace(chat, key_id=key.key_id, team=key.team)
+            payers = await anyio.to_thread.run_sync(self.keyring.paced_by, key, self.gateway.routes.budgets)
+        return dataclasses.replace(chat, key_id=key.key_id, team=key.team, payers=payers)
 
     async def _limit(self, check: Any, *args: Any, message: str) -> None:
         """429 with Retry-After if ``check(*args)`` says to wait; store-backed checks run off the event loop."""
@@ -341,8 +352,12 @@ class Server:
         config = await anyio.to_thread.run_sync(lambda: _with_router_files(config, kept, set(overrides)))
         old = self.gateway
         await anyio.to_thread.run_sync(old.learners.snapshot, old.store)
+        tracer = old.tracer if config.tracing == old.config.tracing else None  # None: the new config's
         new = await anyio.to_thread.run_sync(
-            lambda: Gateway(config, store=old.store, http_client=old.http_client, metrics=old.metrics))
+            lambda: Gateway(config, store=old.store, http_client=old.http_client, metrics=old.metrics, tracer=tracer))
+        if tracer is None:
+            asyncio.get_running_loop().call_later(RELOAD_GRACE_S, lambda: asyncio.ensure_future(
+                asyncio.to_thread(old.tracer.shutdown)))
         self._use(new)
         self.router_overrides = {name: path for name, path in kept.items()
                                  if name in {route.name for route in config.routes}}
@@ -435,6 +450,9 @@ class Server:
             except UnknownKeyError as error:
                 status = 404
                 return error_response(HTTPError(404, str(error), "invalid_request_error", "key_not_found", "key_id"))
+            except UnknownTeamError as error:
+                status = 404
+                return error_response(HTTPError(404, str(error), "invalid_request_error", "team_not_found", "team"))
             except BudgetExhausted as error:
                 status = 429
                 return error_response(HTTPError(429, str(error), "rate_limit_error", "budget_exhausted", "model",
@@ -530,6 +548,48 @@ def _with_router_files(config: ServeConfig, router_files: dict[str, str], new: s
     return dataclasses.replace(config, routes=tuple(replaced))
 
 
+def _traced(server: Server, name: str, path: str, run: Any) -> Any:
+    """The endpoint ``run`` in a span of its own (``TRACED[name]``) while the gateway traces; a stream's span
+    ends with the stream.  Its attributes: the status, decision id, route, and virtual key id and team."""
+
+    async def traced(request: Request) -> Response:
+        tracer = server.gateway.tracer
+        if not tracer.enabled:
+            return await run(request)
+        span = tracer.request(TRACED[name], request.headers, {"http.request.method": request.method,
+                                                              "http.route": path})
+        try:
+            response = await run(request)
+        except BaseException as error:  # cancelled: ``run`` answers every exception
+            span.set(outcome=type(error).__name__)
+            span.end()
+            raise
+        finally:
+            leave(span)
+        key = getattr(request.state, "key", None)
+        streaming = isinstance(response, StreamingResponse)
+        span.set({"http.response.status_code": response.status_code}, decision_id=response.headers.get(DECISION_HEADER),
+                 key_id=key.key_id if key else None, team=key.team if key else None, stream=streaming)
+        if response.status_code >= 500:
+            span.fail(f"HTTP {response.status_code}")
+        if streaming:
+            response.body_iterator = _ending(response.body_iterator, span)
+        else:
+            span.end()
+        return response
+
+    return traced
+
+
+async def _ending(events: Any, span: Any) -> Any:
+    """``events`` (a streamed body), then the end of ``span``, however the stream ends."""
+    try:
+        async for event in events:
+            yield event
+    finally:
+        span.end()
+
+
 def _same_key(token: str, key: str) -> bool:
     """Whether a bearer token is ``key``, compared as bytes in constant time.
 
@@ -593,8 +653,10 @@ def make_app(gateway: Gateway, config_path: str | None = None) -> Starlette:
         ("/admin/snapshot", "admin_snapshot", server.snapshot, ["POST"]),
         ("/admin/reload", "admin_reload", server.reload, ["POST"]),
         *KeysAdmin(server).endpoints(),
+        *Dashboard(server).endpoints(),
     ]
-    routes = [Route(path, server.endpoint(name, handler), methods=methods) for path, name, handler, methods in endpoints]
+    routes = [Route(path, _traced(server, name, path, server.endpoint(name, handler)) if name in TRACED
+                    else server.endpoint(name, handler), methods=methods) for path, name, handler, methods in endpoints]
 
     async def starlette_error(request: Request, error: Exception) -> Response:
         """Starlette's own answers (no such path, wrong method) in OpenAI's error shape."""

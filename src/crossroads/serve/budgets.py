@@ -1,4 +1,4 @@
-"""Route budgets in the server: the period's spend, shared through the store, and the pacing of each decision.
+"""Budgets in the server: the period's spend, shared through the store, and the pacing of each decision.
 
 A route with ``budget: {usd: 50, per: day, mode: pace}`` (:class:`crossroads.objective.budget.Budget`)
 has a :class:`~crossroads.objective.budget.PacingController`.  Each decision on it gives the
@@ -14,6 +14,11 @@ in-flight calls are seen by the others once they finish).  Once a ``cap`` budget
 or no candidate's expected cost fits in what is left, requests get :class:`BudgetExhausted`
 (HTTP 429); once a ``pace`` budget is spent, its ``floor_model`` (or the cheapest candidate)
 answers until the period ends.
+
+Virtual keys and teams with a ``pace`` budget get controllers of their own (scopes ``key:ID`` and
+``team:NAME``, registered per request by :meth:`Budgets.payer`) whose spend is what the store
+keeps for the key or team (``key_spend``, ``team_spend``); a decision is paced by every scope it
+has, the controller willing to pay least binding.
 """
 
 from __future__ import annotations
@@ -57,90 +62,129 @@ class BudgetExhausted(CrossroadsError):
         return max(0.0, self.resets_s - time.time())
 
 
-class RouteBudgets:
-    """The budgets of a config's routes; ``store`` is the gateway's store, ``metrics`` gets the controllers' gauges."""
+class Budgets:
+    """The budgets the server paces: its routes' (from the config) and, as requests bring them, the ``pace``
+    budgets of virtual keys and teams (scopes ``key:ID`` and ``team:NAME``, see :meth:`payer`).
+
+    ``store`` is the gateway's store; ``metrics`` gets the route controllers' gauges.
+    """
 
     def __init__(self, routes: Sequence[Any], store_url: str, store: Any, metrics: Any = None,
                  clock: Callable[[], float] = time.time):
         self.budgets: dict[str, Budget] = {route.name: route.budget for route in routes
                                            if getattr(route, "budget", None) is not None}
         self.controllers = {name: PacingController(budget) for name, budget in self.budgets.items()}
+        self.routes = set(self.budgets)
+        self.store_url, self.store = store_url, store
         self.ledger = SpendLedger.for_store(store_url, store) if self.budgets else None
         self.metrics, self.clock = metrics, clock
-        self._stored: dict[str, tuple[float, float, float]] = {}  # route -> (read at, period start, spend)
-        self._reserved: dict[str, dict[str, tuple[float, float]]] = {}  # route -> id -> (expected US$, when)
+        self._spend_of: dict[str, Callable[[float], float]] = {}  # payer scope -> its spend this period, read
+        self._stored: dict[str, tuple[float, float, float]] = {}  # scope -> (read at, period start, spend)
+        self._reserved: dict[str, dict[str, tuple[float, float]]] = {}  # scope -> id -> (expected US$, when)
         self._lock = threading.Lock()
 
-    def __contains__(self, route: str) -> bool:
-        return route in self.budgets
+    def __contains__(self, scope: str) -> bool:
+        return scope in self.budgets
 
-    def spent_usd(self, route: str, now_s: float | None = None) -> float:
-        """The route's spend this period: the store's figure (at most ``REFRESH_S`` old) plus this process's calls
+    def payer(self, scope: str, budget: Budget, spent_usd: Callable[[float], float]) -> None:
+        """Pace the requests of a key or team (``scope``) under its ``pace`` budget; ``spent_usd(now_s)`` reads what
+        it spent in the budget's current period (from the store, shared by replicas).  A changed budget starts a
+        new controller."""
+        with self._lock:
+            if self.budgets.get(scope) != budget:
+                self.budgets[scope] = budget
+                self.controllers[scope] = PacingController(budget)
+                self._stored.pop(scope, None)
+            self._spend_of[scope] = spent_usd
+            if self.ledger is None:
+                self.ledger = SpendLedger.for_store(self.store_url, self.store)
+
+    def spent_usd(self, scope: str, now_s: float | None = None) -> float:
+        """The scope's spend this period: the store's figure (at most ``REFRESH_S`` old) plus this process's calls
         in flight."""
         now_s = self.clock() if now_s is None else now_s
-        start, _ = self.budgets[route].period(now_s)
-        read_at, read_start, stored = self._stored.get(route, (-1e18, None, 0.0))
+        start, _ = self.budgets[scope].period(now_s)
+        read_at, read_start, stored = self._stored.get(scope, (-1e18, None, 0.0))
         if now_s - read_at >= REFRESH_S or read_start != start:
-            stored = self._read(route, start, now_s)
-        reserved = self._reserved.get(route, {})
+            stored = self._read(scope, start, now_s)
+        reserved = self._reserved.get(scope, {})
         return stored + sum(usd for usd, when in reserved.values() if when >= start)
 
-    def pace(self, route: str, models: Sequence[str], quality: Sequence[float], cost_usd: Sequence[float],
-             decision_id: str, floor_model: str | None = None) -> tuple[list[str], PacingState]:
-        """``models`` ranked under the route's budget (first answers), and the controller's state.
+    def pace(self, scopes: str | Sequence[str], models: Sequence[str], quality: Sequence[float],
+             cost_usd: Sequence[float], decision_id: str, floor_model: str | None = None
+             ) -> tuple[list[str], PacingState, str]:
+        """``models`` ranked under the budgets of ``scopes`` (first answers), the binding controller's state and
+        its scope.
 
-        Raises :class:`BudgetExhausted` for a cap budget with nothing left to serve.
+        Every scope's controller sees the request; the one willing to pay least binds (an exhausted one first),
+        among the candidates that fit what every ``cap`` budget has left.  Raises :class:`BudgetExhausted` for a
+        cap budget with nothing left to serve.
         """
-        budget, controller = self.budgets[route], self.controllers[route]
+        scopes = [scopes] if isinstance(scopes, str) else list(scopes)
         q, c = np.asarray(quality, dtype=np.float64), np.asarray(cost_usd, dtype=np.float64)
         now_s = self.clock()
         with self._lock:
-            spent = self.spent_usd(route, now_s)
-            state = controller.state(q, c, now_s, spent)
-            pick = controller.choose(q, c, state)
-            if state.exhausted and budget.mode == "pace" and (floor_model or budget.floor_model) in models:
-                pick = list(models).index(floor_model or budget.floor_model)
+            states = {scope: self.controllers[scope].state(q, c, now_s, self.spent_usd(scope, now_s))
+                      for scope in scopes}
+            scope = max(scopes, key=lambda s: (states[s].exhausted, states[s].willingness_to_pay))
+            budget, state = self.budgets[scope], states[scope]
+            fits = np.ones(len(c), dtype=bool)
+            for other in scopes:
+                if self.budgets[other].mode == "cap" and other != scope:
+                    fits &= c <= states[other].remaining_usd
+            allowed = np.flatnonzero(fits)
+            pick = self.controllers[scope].choose(q[allowed], c[allowed], state) if allowed.size else None
+            pick = None if pick is None else int(allowed[pick])
+            floor = floor_model or budget.floor_model
+            if state.exhausted and budget.mode == "pace" and floor in models and fits[list(models).index(floor)]:
+                pick = list(models).index(floor)
             if pick is None:
-                raise BudgetExhausted(f"route {route!r}", budget, spent, budget.period(now_s)[1])
-            self._reserved.setdefault(route, {})[decision_id] = (float(c[pick]), now_s)
-        self._gauges(route, state)
+                refusing = scope if budget.mode == "cap" else next(s for s in scopes if self.budgets[s].mode == "cap")
+                raise BudgetExhausted(scope_name(refusing), self.budgets[refusing], states[refusing].spent_usd,
+                                      self.budgets[refusing].period(now_s)[1])
+            for each in scopes:
+                self._reserved.setdefault(each, {})[decision_id] = (float(c[pick]), now_s)
+        for each in scopes:
+            self._gauges(each, states[each])
         value = q - state.willingness_to_pay * c
-        fits = c <= state.remaining_usd if budget.mode == "cap" else np.ones(len(c), dtype=bool)
+        if budget.mode == "cap":
+            fits &= c <= state.remaining_usd
         rest = [i for i in np.lexsort((c, -value)) if i != pick and fits[i]]
-        return [models[pick], *(models[i] for i in rest)], state
+        return [models[pick], *(models[i] for i in rest)], state, scope
 
-    def settled(self, route: str, decision_id: str, cost_usd: float | None) -> None:
+    def settled(self, decision_id: str, cost_usd: float | None) -> None:
         """A paced decision's call ended costing ``cost_usd`` (None: unknown): it counts that until the store has it."""
         with self._lock:
-            reserved = self._reserved.get(route, {})
-            if decision_id not in reserved:
-                return
-            expected_usd, when = reserved[decision_id]
-            if cost_usd is not None:
-                reserved[decision_id] = (float(cost_usd), when)
-                self.controllers[route].served(expected_usd, float(cost_usd))
+            for scope, reserved in self._reserved.items():
+                if decision_id not in reserved:
+                    continue
+                expected_usd, when = reserved[decision_id]
+                if cost_usd is not None:
+                    reserved[decision_id] = (float(cost_usd), when)
+                    self.controllers[scope].served(expected_usd, float(cost_usd))
 
     def close(self) -> None:
         if self.ledger is not None:
             self.ledger.close()
 
     # -- internals ---------------------------------------------------------------------------
-    def _read(self, route: str, start: float, now_s: float) -> float:
-        reserved = self._reserved.setdefault(route, {})
-        stored = self._stored.get(route, (0.0, None, 0.0))[2]
+    def _read(self, scope: str, start: float, now_s: float) -> float:
+        reserved = self._reserved.setdefault(scope, {})
+        stored = self._stored.get(scope, (0.0, None, 0.0))[2]
         if self.ledger is None:  # no store to read (a test double): count what this process reserved
             return stored
-        if self._stored.get(route, (0.0, None, 0.0))[1] != start:  # a new period (or the first read)
-            self._learn_profile(route, start)
+        if scope in self.routes and self._stored.get(scope, (0.0, None, 0.0))[1] != start:  # a new period
+            self._learn_profile(scope, start)
         try:
-            stored = self.ledger.route_spend_usd(route, start)
+            stored = self._spend_of[scope](now_s) if scope in self._spend_of else self.ledger.route_spend_usd(scope,
+                                                                                                            start)
             for decision_id in self.ledger.settled(list(reserved)):
                 reserved.pop(decision_id, None)
         except Exception as error:  # a store hiccup: keep the last figure rather than refuse or overspend blindly
-            log.warning("budget of route %r: could not read its spend (%s); using the last figure", route, error)
+            log.warning("budget of %s: could not read its spend (%s); using the last figure", scope_name(scope), error)
         for decision_id in [d for d, (_, when) in reserved.items() if when < now_s - RESERVATION_S or when < start]:
             reserved.pop(decision_id)
-        self._stored[route] = (now_s, start, stored)
+        self._stored[scope] = (now_s, start, stored)
         return stored
 
     def _learn_profile(self, route: str, start: float) -> None:
@@ -161,9 +205,15 @@ class RouteBudgets:
 
     def _gauges(self, route: str, state: PacingState) -> None:
         gauges = getattr(self.metrics, "budget", None)
-        if gauges is None:
+        if gauges is None or route not in self.routes:  # keys and teams are no metrics labels (unbounded)
             return
         gauges.labels(route, "lambda").set(state.willingness_to_pay)
         gauges.labels(route, "spent_usd").set(state.spent_usd)
         gauges.labels(route, "target_usd").set(state.target_usd)
         gauges.labels(route, "budget_usd").set(self.budgets[route].usd)
+
+
+def scope_name(scope: str) -> str:
+    """How a message names a scope: ``route 'auto'``, ``key 'key_1f...'``, ``team 'search'``."""
+    kind, _, name = scope.partition(":")
+    return f"{kind} {name!r}" if kind in ("key", "team") and name else f"route {scope!r}"

@@ -20,6 +20,7 @@ from crossroads.errors import CrossroadsError
 from crossroads.objective import RULES, Objective, parse_objective
 from crossroads.objective.budget import Budget, parse_budget
 from crossroads.online import LEARNERS
+from crossroads.pretrained import DEFAULT_ROUTER_NAME
 from crossroads.upstream.local_model import LOCAL_MODELS
 from crossroads.upstream.models import ModelConfig
 from crossroads.upstream.providers import PROVIDERS
@@ -28,6 +29,7 @@ from crossroads.upstream.providers import PROVIDERS
 DEFAULT_STORE = "sqlite://crossroads.db"
 ROUTE_KEYS = ("none", "session")
 ROUTE_ON = ("last_message", "conversation")
+TRACE_EXPORTERS = ("otlp", "console")
 
 
 @dataclass(frozen=True)
@@ -142,6 +144,38 @@ class SecurityConfig:
 
 
 @dataclass(frozen=True)
+class TracingConfig:
+    """OpenTelemetry traces of each request (:mod:`crossroads.serve.tracing`): off unless ``enabled``.
+
+    Spans go to an OTLP/HTTP collector at ``endpoint`` or, with ``exporter: console``, to stdout;
+    ``sample_ratio`` of the requests are traced.  Needs ``pip install 'crossroads[otel]'``.
+    """
+
+    enabled: bool = False
+    exporter: str = "otlp"
+    endpoint: str = "http://127.0.0.1:4318/v1/traces"  # OTLP over HTTP (protobuf)
+    service_name: str = "crossroads"
+    sample_ratio: float = 1.0  # share of requests traced, in [0, 1]
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.enabled, bool):
+            raise CrossroadsError(f"config: tracing.enabled must be true or false, got {self.enabled!r}")
+        if self.exporter not in TRACE_EXPORTERS:
+            raise CrossroadsError(f"config: tracing.exporter must be one of {', '.join(TRACE_EXPORTERS)}, "
+                                  f"got {self.exporter!r}")
+        if not isinstance(self.endpoint, str) or not self.endpoint.startswith(("http://", "https://")):
+            raise CrossroadsError(f"config: tracing.endpoint must be the http(s) URL of an OTLP/HTTP collector "
+                                  f"(e.g. http://127.0.0.1:4318/v1/traces), got {self.endpoint!r}")
+        if not isinstance(self.service_name, str) or not self.service_name.strip():
+            raise CrossroadsError(f"config: tracing.service_name must be a non-empty string, got "
+                                  f"{self.service_name!r}")
+        try:
+            check_fraction(self.sample_ratio, "sample_ratio")
+        except CrossroadsError as error:
+            raise CrossroadsError(f"config: tracing.{error} (the share of requests traced, e.g. 0.1)") from None
+
+
+@dataclass(frozen=True)
 class ServeConfig:
     models: tuple[ModelConfig, ...]
     routes: tuple[RouteConfig, ...] = ()
@@ -162,6 +196,7 @@ class ServeConfig:
     request_deadline_s: float = 30.0  # a chat's whole time, across retries and fallbacks, before it gets 504
     shutdown_timeout_s: float = 10.0  # after SIGTERM, requests in flight get this long before they are cancelled
     security: SecurityConfig = field(default_factory=SecurityConfig)
+    tracing: TracingConfig = field(default_factory=TracingConfig)
 
     def __post_init__(self) -> None:
         names = [model.name for model in self.models]
@@ -270,8 +305,24 @@ def parse_config(raw: dict[str, Any]) -> ServeConfig:
     if routellm is not None:
         routellm = RouteLLMConfig(**_only(routellm, RouteLLMConfig, "routellm"))
     security = SecurityConfig(**_only(raw.pop("security", None) or {}, SecurityConfig, "security"))
+    tracing = TracingConfig(**_only(raw.pop("tracing", None) or {}, TracingConfig, "tracing"))
     top = _only(raw, ServeConfig, "config")
-    return ServeConfig(models=models, routes=routes, routellm=routellm, security=security, **top)
+    if not routes and top.get("default_route") is None and len(models) > 1:  # nothing said: route among them
+        routes, top["default_route"] = (pretrained_route(Objective(quality=1, cost=0.5)),), DEFAULT_ROUTE
+    return ServeConfig(models=models, routes=routes, routellm=routellm, security=security, tracing=tracing,
+                       **top)
+
+
+#: The route a pool gets when its config declares none (and the embedded default's): ``auto``.
+DEFAULT_ROUTE = "auto"
+DEFAULT_LEARNER = "linucb"
+
+
+def pretrained_route(objective: Objective) -> RouteConfig:
+    """``auto``: the pretrained default router's predictions (any model, placed by its price and tier), with a
+    learner on top that starts each decision from them and learns from feedback."""
+    return RouteConfig(name=DEFAULT_ROUTE, router_file=DEFAULT_ROUTER_NAME, learner=DEFAULT_LEARNER,
+                       objective=objective)
 
 
 def _model(item: Any, index: int) -> ModelConfig:

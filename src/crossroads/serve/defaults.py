@@ -18,9 +18,15 @@ from collections.abc import Mapping, Sequence
 
 from crossroads.errors import CrossroadsError
 from crossroads.objective import Objective
-from crossroads.pretrained import DEFAULT_ROUTER_NAME
 from crossroads.registry import Spec, bind
-from crossroads.serve.config import DEFAULT_STORE, ModelConfig, RouteConfig, ServeConfig, parse_config
+from crossroads.serve.config import (
+    DEFAULT_ROUTE,
+    DEFAULT_STORE,
+    ModelConfig,
+    ServeConfig,
+    parse_config,
+    pretrained_route,
+)
 from crossroads.upstream.local_model import LOCAL_MODELS
 
 #: OpenAI's list prices, US$ per million tokens (input, output), when this default was written.
@@ -28,9 +34,6 @@ OPENAI_PRICES = {"gpt-4o-mini": (0.15, 0.60), "gpt-4o": (2.50, 10.00)}
 #: A local model's price per billion parameters, US$ per million tokens: serverless hosting's
 #: smallest tier ($0.10 for models up to 4B parameters) pro rata.
 LOCAL_PRICE_PER_BILLION_USD = 0.10 / 4
-#: The route that routes among the pool when a request names no model.
-DEFAULT_ROUTE = "auto"
-DEFAULT_LEARNER = "linucb"
 
 
 def default_config(env: Mapping[str, str] = os.environ) -> ServeConfig:
@@ -41,7 +44,7 @@ def default_config(env: Mapping[str, str] = os.environ) -> ServeConfig:
                                price_per_mtok_in=price_in, price_per_mtok_out=price_out)
                    for name, (price_in, price_out) in OPENAI_PRICES.items()]
         objective = Objective(quality=1, cost=0.5)
-    return ServeConfig(models=tuple(models), routes=(default_route(objective),), default_route=DEFAULT_ROUTE,
+    return ServeConfig(models=tuple(models), routes=(pretrained_route(objective),), default_route=DEFAULT_ROUTE,
                        store=env.get("CROSSROADS_STORE", DEFAULT_STORE))
 
 
@@ -52,12 +55,6 @@ def local_model(name: str) -> ModelConfig:
     defaults = {"max_tokens": 128, **({"stop": list(model.stop)} if model.stop else {})}
     return ModelConfig(name=name, local=name, base_url="", upstream_model=name, max_retries=1, timeout_s=120.0,
                        price_per_mtok_in=price, price_per_mtok_out=price, tier="small", defaults=defaults)
-
-
-def default_route(objective: Objective) -> RouteConfig:
-    """``auto``: the pretrained default router's predictions, with a learner on top that learns from feedback."""
-    return RouteConfig(name=DEFAULT_ROUTE, router_file=DEFAULT_ROUTER_NAME, learner=DEFAULT_LEARNER,
-                       objective=objective)
 
 
 def config_from_models(specs: Sequence[str]) -> ServeConfig:
@@ -78,12 +75,7 @@ def config_from_models(specs: Sequence[str]) -> ServeConfig:
         if "price" in params:
             params.update(_price(text, params.pop("price")))
         models.append(bind(ModelConfig, Spec(spec.name, {"name": spec.name, **params}), f"--model {text!r}"))
-    raw: dict = {"models": models}
-    if len(models) > 1:
-        route = default_route(Objective(quality=1, cost=0.5))
-        raw |= {"routes": {route.name: {"router_file": route.router_file, "learner": route.learner,
-                                        "objective": str(route.objective)}}, "default_route": route.name}
-    return parse_config(raw)
+    return parse_config({"models": models})  # two or more models: the route `auto` (config.pretrained_route)
 
 
 def _price(text: str, price: str) -> dict[str, float]:

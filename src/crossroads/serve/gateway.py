@@ -21,13 +21,14 @@ import anyio
 from crossroads.errors import CrossroadsError
 from crossroads.objective import LinearReward, parse_objective
 from crossroads.objective.cost import ASSUMED_OUTPUT_TOKENS, NOMINAL_TOKENS_IN
-from crossroads.serve.budgets import RouteBudgets
+from crossroads.serve.budgets import Budgets
 from crossroads.serve.config import ServeConfig
 from crossroads.serve.learning import RouteLearners
 from crossroads.serve.metrics import Metrics
 from crossroads.serve.requests import BadRequest, ChatRequest, answer_tokens, message_text
 from crossroads.serve.routing import Choice, Routes
 from crossroads.serve.shadow import ShadowCalls
+from crossroads.serve.tracing import NO_SPAN, build_tracer
 from crossroads.store import DuplicateFeedbackError, UnknownDecisionError, open_store
 from crossroads.store.spool import Spool
 from crossroads.store.sql import StoreUnavailableError, parse_store_url
@@ -120,6 +121,7 @@ class Attempts:
     model: str | None = None
     ttft_s: float | None = None
     deadline_s: float = math.inf  # time.perf_counter() by which the request must have its answer (or first chunk)
+    span: Any = NO_SPAN  # the trace span of the model being tried (crossroads.serve.tracing)
 
     def remaining_s(self) -> float:
         return self.deadline_s - time.perf_counter()
@@ -131,12 +133,14 @@ class Gateway:
     ``http_client`` (an ``httpx.AsyncClient``) carries every upstream call, the seam where
     tests put :class:`crossroads.upstream.fake.FakeUpstream`; ``embedder`` replaces the
     config's embedder.  Routes with ``shadow`` also call other models in the background
-    after the answer (``self.shadow``, :mod:`crossroads.serve.shadow`).
+    after the answer (``self.shadow``, :mod:`crossroads.serve.shadow`).  ``tracer`` (see
+    :mod:`crossroads.serve.tracing`) replaces the one the config's ``tracing`` section builds.
     """
 
     def __init__(self, config: ServeConfig, store: Any = None, http_client: Any = None,
-                 embedder: Any = None, metrics: Metrics | None = None):
+                 embedder: Any = None, metrics: Metrics | None = None, tracer: Any = None):
         self.config = config
+        self.tracer = tracer if tracer is not None else build_tracer(config.tracing)
         self.store = store if store is not None else open_store(config.store, _spool(config))
         self.http_client = http_client
         self.providers = {model.name: make_provider(model, http_client) for model in config.models}
@@ -146,7 +150,7 @@ class Gateway:
         self.metrics = metrics or Metrics()
         self.health = Health(config.cooldown_s, config.failures_before_cooldown)
         self.shadow = ShadowCalls(config, self.providers, self.store, self.metrics)
-        self.routes.budgets = RouteBudgets(config.routes, config.store, self.store, self.metrics)
+        self.routes.budgets = Budgets(config.routes, config.store, self.store, self.metrics)
         self._decision_waiters = 0  # feedback requests waiting for their decision (see _awaited_decision)
         # 16 prompts embedded at once ran 32 onnxruntime threads on 2 cores, and a request needing no embedding
         # waited 10x longer for its share of the CPU (benchmarks/chaos.py); queued, they take their turns
@@ -157,6 +161,15 @@ class Gateway:
 
     # -- deciding --------------------------------------------------------------------
     async def decide(self, request: ChatRequest) -> Choice:
+        """The decision for ``request`` (see ``_decide``), timed in a ``crossroads.decide`` trace span."""
+        with self.tracer.start("crossroads.decide") as span:
+            choice = await self._decide(request)
+            span.set(route=choice.route, kind=choice.kind, model=choice.model, probability=choice.probability,
+                     candidates=len(choice.ranking), explored=choice.explored, decision_id=choice.decision_id)
+        self.tracer.note(route=choice.route, decision_id=choice.decision_id)
+        return choice
+
+    async def _decide(self, request: ChatRequest) -> Choice:
         """The decision for ``request``, recorded in the store (embedding routers run off the event loop).
 
         Refused (StoreUnavailableError) while the store is down and its spool full: it could not be recorded.
@@ -164,7 +177,7 @@ class Gateway:
         if getattr(self.store, "spool_full", lambda: False)():
             raise StoreUnavailableError("the store cannot write and its spool is full (store_spool_max_mb): "
                                         "decisions could not be recorded; retry when it is back")
-        args = (request.model, request.text, request.overrides, self.health.unavailable())
+        args = (request.model, request.text, request.overrides, self.health.unavailable(), request.payers)
         if self.routes.needs_embedding(request.model):
             async with self._embedding:  # one at a time: the embedder already uses every core
                 choice = await anyio.to_thread.run_sync(lambda: self.routes.decide(*args))
@@ -207,6 +220,7 @@ class Gateway:
         for model in choice.ranking:
             if attempts.remaining_s() <= 0:
                 break
+            self._attempt(attempts, model)
             try:
                 answer = await self._before_deadline(attempts, model, self.providers[model].complete(
                     self._body(request, model)))
@@ -243,6 +257,7 @@ class Gateway:
             for model in choice.ranking:
                 if attempts.remaining_s() <= 0:
                     break
+                self._attempt(attempts, model)
                 chunks = self.providers[model].stream(self._body(request, model))
                 try:
                     first = await self._before_deadline(attempts, model, chunks.__anext__())
@@ -315,7 +330,19 @@ class Gateway:
         config = self.config.model(model)
         return {**config.defaults, **request.body, "model": config.upstream_model}
 
+    def _attempt(self, attempts: Attempts, model: str) -> None:
+        """Open the ``crossroads.upstream`` trace span of calling ``model``: a fallback after a failed model."""
+        attempts.span = self.tracer.start("crossroads.upstream", model=model, attempt=len(attempts.errors) + 1,
+                                          fallback=bool(attempts.errors), decision_id=attempts.choice.decision_id)
+        if attempts.errors:
+            failed = attempts.errors[-1]
+            attempts.span.event("crossroads.fallback", from_model=failed.model, to_model=model,
+                                error_kind=failed.kind)
+
     def _failed(self, attempts: Attempts, model: str, error: UpstreamError) -> None:
+        attempts.span.set(outcome="error", error_kind=error.kind, upstream_status=error.status)
+        attempts.span.fail(error.kind)
+        attempts.span.end()
         log.warning("decision %s: %s", attempts.choice.decision_id, error)
         attempts.errors.append(error)
         if not _rejects_request(error):  # a model that refuses a bad request is healthy
@@ -342,7 +369,12 @@ class Gateway:
             ttft_s=attempts.ttft_s, tokens_in=tokens_in, tokens_out=tokens_out, fallbacks=len(attempts.errors),
             error=error, response=text if self.config.store_prompts and text else None,
         )
-        self.routes.budgets.settled(attempts.choice.route, attempts.choice.decision_id, cost_usd)
+        self.routes.budgets.settled(attempts.choice.decision_id, cost_usd)
+        attempts.span.set(outcome=status, tokens_in=tokens_in, tokens_out=tokens_out, cost_usd=cost_usd,
+                          ttft_s=attempts.ttft_s)
+        if status == "broken":
+            attempts.span.fail(status)
+        attempts.span.end()  # a stream's when it ends (_relay)
         if status != "failed":
             self.metrics.upstream_latency.labels(model).observe(latency_s)
             if attempts.ttft_s is not None:
@@ -383,6 +415,7 @@ class Gateway:
             decision = await self._awaited_decision(decision_id)
             result = await anyio.to_thread.run_sync(apply, decision)
         assert result is not None
+        self.tracer.note(route=result["route"], decision_id=result["decision_id"])
         return result
 
     def _apply_feedback(self, decision: dict[str, Any], reward: float | None, quality: float | None,
@@ -511,6 +544,7 @@ class Gateway:
         self.learners.snapshot(self.store)
         self.routes.budgets.close()
         self.store.close()
+        await asyncio.to_thread(self.tracer.shutdown)  # exports the spans still queued
 
 
 def _rejects_request(error: UpstreamError) -> bool:

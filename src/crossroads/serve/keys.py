@@ -10,8 +10,12 @@ A ``cap`` budget is enforced with the spend every replica shares: before a chat 
 the key's spend in the current period is read from the store (never cached), and the request
 is refused (429) once it has reached the budget; the answer's cost is added in one atomic
 statement before the answer is returned.  So the spend passes the cap at most by the cost of
-the requests let in while it was below the cap, the ones in flight when it was reached.  (Keys
-take only ``cap`` budgets for now: see :func:`crossroads.store.keys.key_budget`.)
+the requests let in while it was below the cap, the ones in flight when it was reached.  A
+team's ``cap`` budget is enforced the same way on the spend of all its keys, which each charge
+adds to in the same transaction; the team's budget itself is cached like a key (a change
+reaches every replica within ``CACHE_TTL_S``), its spend never.  ``pace`` budgets of keys and
+teams never refuse: the routes their requests use pace by them (:meth:`KeyRing.paced_by`,
+:class:`crossroads.serve.budgets.Budgets`).
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import time
 from typing import Any
 
 from crossroads.errors import CrossroadsError
+from crossroads.objective.budget import Budget
 from crossroads.serve.config import ServeConfig
 from crossroads.serve.requests import ChatRequest
 from crossroads.store.keys import SECRET_PREFIX, VirtualKey, store_keys
@@ -51,6 +56,7 @@ class KeyRing:
         self.keys = store_keys(store)
         self.ttl_s = ttl_s
         self._cache: dict[str, tuple[float, VirtualKey | None]] = {}
+        self._team_budgets: dict[str, tuple[float, Budget | None]] = {}  # as few as the admin declared
         self._any = False  # keys are never deleted: once the store holds one, it always will
         self._any_checked_s = -float("inf")
 
@@ -106,8 +112,9 @@ class KeyRing:
         return self._any
 
     def forget(self) -> None:
-        """Drop every cached lookup (after this replica created, changed or revoked a key)."""
+        """Drop every cached lookup (after this replica created, changed or revoked a key, or changed a team)."""
         self._cache.clear()
+        self._team_budgets.clear()
         self._any_checked_s = -float("inf")
 
     # -- what a key may do -------------------------------------------------------------------
@@ -159,19 +166,46 @@ class KeyRing:
 
     # -- spend -------------------------------------------------------------------------------
     def check_budget(self, key: VirtualKey) -> None:
-        """429 once a ``cap`` budget's period spend (read from the store, shared by replicas) has reached it."""
-        budget = key.budget
-        if budget is None:
-            return
+        """429 once the ``cap`` budget of the key, or of its team, has been reached by the period's spend (read from
+        the store, shared by replicas); ``pace`` budgets never refuse (see :meth:`paced_by`)."""
         now = time.time()
-        _, end_s = budget.period(now)
-        spent = self.keys.spent(key.key_id, budget.per, now)
-        if spent >= budget.usd:
-            resets = dt.datetime.fromtimestamp(end_s, dt.timezone.utc).isoformat(timespec="seconds")
-            raise KeyRefused(429, f"the API key {key.prefix}... ({key.name!r}, team {key.team!r}) has spent "
-                             f"US${spent:.4g} of its budget of {budget}: refused until the budget resets at "
-                             f"{resets.replace('+00:00', 'Z')}", "rate_limit_error", "budget_exceeded",
-                             wait_s=end_s - now)
+        budget = key.budget
+        if budget is not None and budget.mode == "cap":
+            _refuse_if_spent(budget, self.keys.spent(key.key_id, budget.per, now), now,
+                             f"the API key {key.prefix}... ({key.name!r}, team {key.team!r})")
+        budget = self.team_budget(key.team)
+        if budget is not None and budget.mode == "cap":
+            _refuse_if_spent(budget, self.keys.team_spent(key.team, budget.per, now), now,
+                             f"team {key.team!r} (of the API key {key.prefix}... {key.name!r})")
+
+    def paced_by(self, key: VirtualKey, budgets: Any) -> tuple[str, ...]:
+        """The scopes of the ``pace`` budgets of ``key`` and its team, registered with ``budgets``
+        (:class:`crossroads.serve.budgets.Budgets`) with their spend as the store keeps it (shared by replicas)."""
+        scopes = []
+        for scope, budget, spent in ((f"key:{key.key_id}", key.budget, lambda per, now: self.keys.spent(key.key_id,
+                                                                                                        per, now)),
+                                     (f"team:{key.team}", self.team_budget(key.team),
+                                      lambda per, now: self.keys.team_spent(key.team, per, now))):
+            if budget is not None and budget.mode == "pace":
+                budgets.payer(scope, budget, lambda now, spent=spent, per=budget.per: spent(per, now))
+                scopes.append(scope)
+        return tuple(scopes)
+
+    def team_budget(self, team: str) -> Budget | None:
+        """The team's budget, looked up at most once per ``ttl_s`` (the last lookup stands while the store cannot
+        answer)."""
+        cached = self._team_budgets.get(team)
+        if cached is not None and time.monotonic() - cached[0] < self.ttl_s:
+            return cached[1]
+        try:
+            budget = self.keys.team_budget(team)
+        except Exception as error:  # noqa: BLE001 (re-raised unless an earlier lookup can stand in)
+            if cached is None:
+                raise
+            log.warning("virtual keys: the store cannot answer (%s); using the last lookup of team %r", error, team)
+            return cached[1]
+        self._team_budgets[team] = (time.monotonic(), budget)
+        return budget
 
     def charge(self, key: VirtualKey, cost_usd: float | None) -> None:
         """Add an answer's cost to the key's spend (every period, whatever its budget, so that a new budget counts
@@ -184,3 +218,14 @@ class KeyRing:
         decision = store.decision(decision_id)
         outcome = None if decision is None else decision["outcome"]
         self.charge(key, None if outcome is None else outcome["cost_usd"])
+
+
+def _refuse_if_spent(budget: Budget, spent_usd: float, now_s: float, who: str) -> None:
+    """429 (``budget_exceeded``, Retry-After until the period resets) once ``spent_usd`` has reached ``budget``."""
+    if spent_usd < budget.usd:
+        return
+    _, end_s = budget.period(now_s)
+    resets = dt.datetime.fromtimestamp(end_s, dt.timezone.utc).isoformat(timespec="seconds")
+    raise KeyRefused(429, f"{who} has spent US${spent_usd:.4g} of its budget of {budget}: refused until the budget "
+                     f"resets at {resets.replace('+00:00', 'Z')}", "rate_limit_error", "budget_exceeded",
+                     wait_s=end_s - now_s)

@@ -1,6 +1,8 @@
 """The admin endpoints of virtual keys and teams (all need the admin key; see docs/keys.md).
 
-``POST /admin/teams`` declares a team, ``GET /admin/teams`` lists them; ``POST /admin/keys``
+``POST /admin/teams`` declares a team (with an optional ``cap`` budget shared by its keys),
+``GET /admin/teams`` lists them with their budgets and spend, ``GET|PATCH /admin/teams/{team}``
+shows one or changes its budget; ``POST /admin/keys``
 creates a key and returns its secret this once, ``GET /admin/keys[?team=T]`` lists keys
 (never their secrets), ``GET|PATCH /admin/keys/{key_id}`` shows or changes one, and
 ``POST /admin/keys/{key_id}/revoke`` (or ``DELETE /admin/keys/{key_id}``) revokes it.
@@ -36,6 +38,7 @@ class KeysAdmin:
     def endpoints(self) -> list[tuple[str, str, Any, list[str]]]:
         return [
             ("/admin/teams", "admin_teams", self.teams, ["GET", "POST"]),
+            ("/admin/teams/{team}", "admin_team", self.team, ["GET", "PATCH"]),
             ("/admin/keys", "admin_keys", self.keys, ["GET", "POST"]),
             ("/admin/keys/{key_id}", "admin_key", self.key, ["GET", "PATCH", "DELETE"]),
             ("/admin/keys/{key_id}/revoke", "admin_key_revoke", self.revoke, ["POST"]),
@@ -45,9 +48,19 @@ class KeysAdmin:
         await self.server.client(request, admin=True)
         if request.method == "GET":
             return JSONResponse({"teams": await anyio.to_thread.run_sync(self.ring.keys.teams)})
-        body = await self._body(request, ("name",))
-        team = await anyio.to_thread.run_sync(self.ring.keys.create_team, body.get("name"))
+        body = await self._body(request, ("name", "budget"))
+        team = await anyio.to_thread.run_sync(self.ring.keys.create_team, body.get("name"), body.get("budget"))
         return JSONResponse(team, status_code=201)
+
+    async def team(self, request: Request) -> Response:
+        await self.server.client(request, admin=True)
+        name = request.path_params["team"]
+        if request.method == "GET":
+            return JSONResponse(await anyio.to_thread.run_sync(self.ring.keys.team, name))
+        changes = await self._body(request, ("budget",))
+        team = await anyio.to_thread.run_sync(self.ring.keys.update_team, name, changes)
+        self.ring.forget()
+        return JSONResponse(team)
 
     async def keys(self, request: Request) -> Response:
         await self.server.client(request, admin=True)

@@ -54,6 +54,8 @@ class ChatRequest:
     #: The virtual key that sent it and that key's team (see :mod:`crossroads.serve.keys`), recorded with its decision.
     key_id: str | None = None
     team: str | None = None
+    #: The scopes (``key:ID``, ``team:NAME``) of that key's and team's ``pace`` budgets (see serve/budgets.py).
+    payers: tuple[str, ...] = ()
 
 
 class BadJSON(BadRequest):

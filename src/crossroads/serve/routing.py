@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import threading
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -29,6 +30,7 @@ from crossroads.objective import Objective, PoolScale
 from crossroads.objective.cost import ASSUMED_OUTPUT_TOKENS, NOMINAL_TOKENS_IN, estimate_tokens
 from crossroads.objective.rules import MaxReward, make_rule, parse_routellm_model, route_strong_weak
 from crossroads.routers.pool import PooledRouter
+from crossroads.serve.budgets import scope_name
 from crossroads.serve.config import ModelConfig, RouteConfig, ServeConfig
 from crossroads.serve.learning import RouteLearners
 from crossroads.serve.requests import BadRequest, Overrides
@@ -90,7 +92,7 @@ class Routes:
         self._routers: dict[str, PooledRouter] = {}  # router file -> that router over the config's models
         self._rng = np.random.default_rng() if rng is None else rng
         self._rng_lock = threading.Lock()
-        self.budgets: Any = None  # crossroads.serve.budgets.RouteBudgets, set by the gateway
+        self.budgets: Any = None  # crossroads.serve.budgets.Budgets, set by the gateway
 
     @property
     def names(self) -> list[str]:
@@ -103,8 +105,11 @@ class Routes:
             return target.router_file is not None or self._learner_contextual(target)
         return isinstance(target, tuple)
 
-    def decide(self, name: str | None, text: str, overrides: Overrides, unavailable: set[str] = frozenset()) -> Choice:
-        """The decision for a request naming ``name`` with routing text ``text``."""
+    def decide(self, name: str | None, text: str, overrides: Overrides, unavailable: set[str] = frozenset(),
+               payers: Sequence[str] = ()) -> Choice:
+        """The decision for a request naming ``name`` with routing text ``text``; ``payers`` are the scopes of the
+        ``pace`` budgets of the request's key and team (registered with :attr:`budgets`), which a route paces by
+        besides its own."""
         target = self._target(name)
         decision_id = "dec_" + uuid.uuid4().hex
         if isinstance(target, ModelConfig):
@@ -119,8 +124,9 @@ class Routes:
             choice, own = self._learn(decision_id, route, candidates, objective, text, overrides)
         else:
             choice, own = self._predict(decision_id, route, candidates, objective, text, overrides.category)
-        if route.budget is not None and self.budgets is not None and route.name in self.budgets:
-            choice, own = self._pace(route, choice, text)
+        scopes = [*([route.name] if self.budgets is not None and route.name in self.budgets else []), *payers]
+        if scopes:
+            choice, own = self._pace(scopes, choice, text)
         return self._explore(route, choice, own)
 
     def scale(self, models: list[str], objective: Objective, tokens_in: float = NOMINAL_TOKENS_IN,
@@ -214,8 +220,9 @@ class Routes:
                         scores=ranking.scores, options=(ranking.predicted_quality, ranking.expected_cost_usd))
         return choice, {best: 1.0}
 
-    def _pace(self, route: RouteConfig, choice: Choice, text: str) -> tuple[Choice, dict[str, float]]:
-        """``choice`` re-ranked under the route's budget: the best ``quality - lambda * cost``, lambda from its controller.
+    def _pace(self, scopes: list[str], choice: Choice, text: str) -> tuple[Choice, dict[str, float]]:
+        """``choice`` re-ranked under the budgets of ``scopes`` (the route's, its key's and team's ``pace`` budgets):
+        the best ``quality - lambda * cost``, lambda from the binding controller.
 
         A router route weighs the router's predicted quality, a learner route the learner's estimated reward
         of each candidate (its own choice is then overridden: the logged probability is 1).
@@ -228,10 +235,10 @@ class Routes:
             tokens_in = estimate_tokens(text)
             quality = {m: float((choice.scores or {}).get(m, 0.0)) for m in models}
             cost = {m: self.config.model(m).cost_usd(tokens_in, ASSUMED_OUTPUT_TOKENS) for m in models}
-        ranking, state = self.budgets.pace(route.name, models, [quality[m] for m in models], [cost[m] for m in models],
-                                           choice.decision_id)
-        reason = (f"{choice.reason}; budget {route.budget}: spent {state.spent_usd:.4g} US$ (target "
-                  f"{state.target_usd:.4g}), willingness to pay {state.willingness_to_pay:.4g} quality per US$"
+        ranking, state, scope = self.budgets.pace(scopes, models, [quality[m] for m in models],
+                                                  [cost[m] for m in models], choice.decision_id)
+        reason = (f"{choice.reason}; budget {self.budgets.budgets[scope]} of {scope_name(scope)}: spent "
+                  f"{state.spent_usd:.4g} US$ (target {state.target_usd:.4g}), willingness to pay {state.willingness_to_pay:.4g} quality per US$"
                   + (", exhausted: the floor model or the cheapest answers" if state.exhausted else "")
                   + f": {ranking[0]}")
         return (replace(choice, ranking=ranking, reason=reason, budget=state.as_scores(), probability=1.0),
@@ -278,6 +285,47 @@ class Routes:
         reason = f"P({strong} beats {weak}) = {win:.3f} {'>=' if go_strong else '<'} threshold {threshold:g}"
         return Choice(decision_id, name, "routellm", ranking, overrides.objective or Objective(), reason,
                       scores={strong: win, weak: 1.0 - win})
+
+    # -- previews (the dashboard's playground) ----------------------------------------------
+    def preview(self, name: str, text: str, category: str | None = None) -> dict[str, Any]:
+        """What route ``name`` expects of each candidate for ``text`` and which one it would pick, without deciding.
+
+        Nothing changes: a learner's copy draws (so the pick may differ from a real decision's), a budgeted route
+        ranks under its controller's current willingness to pay without counting the request, nothing is logged.
+        Each model gets its ``expected_cost_usd`` and, where the route has them, its ``predicted_quality`` (the
+        router's), ``score`` (the rule's value or the learner's estimate) and ``probability`` of being picked.
+        """
+        route = self._routes.get(name)
+        if route is None:
+            raise UnknownRoute(f"unknown route {name!r}; routes: {', '.join(self._routes) or 'none'}", "route")
+        candidates = self._candidates(route, text, Overrides(category=category), set())
+        tokens_in = estimate_tokens(text)
+        models = {m: {"expected_cost_usd": self.config.model(m).cost_usd(tokens_in, ASSUMED_OUTPUT_TOKENS)}
+                  for m in candidates}
+        prior, pick, reason = None, None, ""
+        if route.router_file is not None:
+            rule = MaxReward(route.objective) if route.learner is not None else make_rule(route.rule, route.objective)
+            ranking = self._router(route.router_file).rank(self._embed(text), text, rule, category=category,
+                                                           candidates=candidates)
+            for m in ranking.models:
+                models[m].update(predicted_quality=ranking.predicted_quality[m], score=ranking.scores[m],
+                                 expected_cost_usd=ranking.expected_cost_usd[m])
+            prior, pick = ranking.scores, ranking.model
+            reason = f"{route.rule if route.learner is None else 'expected reward'} under {route.objective}"
+        if route.learner is not None:
+            context = self._embed(text) if self._learner_contextual(route) else None
+            decision = self.learners.learner(route.name, None).clone().select(list(models), context, prior=prior)
+            for m, probability in decision.probabilities.items():
+                models[m]["probability"] = probability
+                if decision.scores and m in decision.scores:
+                    models[m]["score"] = decision.scores[m]
+            pick, reason = decision.model, f"{route.learner} (a copy drew; the learner draws again per request)"
+        if self.budgets is not None and route.name in self.budgets:
+            quality = {m: v.get("predicted_quality", v.get("score", 0.0)) for m, v in models.items()}
+            lam = self.budgets.controllers[route.name].willingness_to_pay
+            pick = max(models, key=lambda m: quality[m] - lam * models[m]["expected_cost_usd"])
+            reason += f"; budget {route.budget}: willingness to pay {lam:.4g} quality per US$"
+        return {"route": route.name, "model": pick, "reason": reason.lstrip("; "), "models": models}
 
     # -- helpers ----------------------------------------------------------------------
     def _learner_contextual(self, route: RouteConfig) -> bool:

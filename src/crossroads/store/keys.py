@@ -7,9 +7,10 @@ listings.  Each key belongs to a team, declared first (:meth:`Keys.create_team`)
 its allowed routes and models (None: all), a rate limit, an optional budget and an expiry.
 A revoked key is kept, marked with when it was revoked, so that its decisions keep their name.
 
-What each key spent is kept per UTC day, ISO week and month in ``key_spend``, added to in
-one atomic statement per answer, so that every replica reads the same figure (see
-:mod:`crossroads.serve.keys` for how a ``cap`` budget is enforced with it).
+What each key spent is kept per UTC day, ISO week and month in ``key_spend``, and what each
+team spent in ``team_spend``, both added to in one transaction per answer, so that every
+replica reads the same figures (see :mod:`crossroads.serve.keys` for how the ``cap`` budgets
+of keys and teams are enforced with them).
 """
 
 from __future__ import annotations
@@ -49,6 +50,15 @@ class KeySettingsError(CrossroadsError):
         super().__init__(message)
 
 
+class UnknownTeamError(CrossroadsError):
+    """No team has this name (a 404 where a team is named in the path; a key's unknown team is a bad setting)."""
+
+    def __init__(self, team: str, known: list[str]):
+        self.team = team
+        super().__init__(f"no team {team!r}: declare it first (`crossroads keys create-team {team}`, or POST "
+                         f"/admin/teams); teams: {', '.join(known) or 'none yet'}")
+
+
 class UnknownKeyError(CrossroadsError):
     """No key has this id."""
 
@@ -57,11 +67,12 @@ class UnknownKeyError(CrossroadsError):
         super().__init__(f"no key {key_id!r}: `crossroads keys list` shows the keys and their ids")
 
 
-def key_budget(value: Any, param: str = "budget") -> Budget | None:
-    """A key's budget (:func:`crossroads.objective.budget.parse_budget`, ``cap`` unless it says otherwise), or None.
+def key_budget(value: Any, param: str = "budget", owner: str = "key") -> Budget | None:
+    """A key's (or team's) budget (:func:`crossroads.objective.budget.parse_budget`, ``cap`` unless it says
+    otherwise), or None.
 
-    Only ``cap`` for now: the pacing controller paces routes (``routes.R.budget``), and a key's
-    ``pace`` budget would be a limit that limits nothing, so it is refused with that reason.
+    A ``cap`` budget refuses requests once spent; a ``pace`` budget keeps serving them, and the routes they
+    use pace by it (cheaper models as the money runs short; :mod:`crossroads.serve.budgets`).
     """
     if value is None:
         return None
@@ -69,9 +80,9 @@ def key_budget(value: Any, param: str = "budget") -> Budget | None:
         budget = parse_budget(value, default_mode="cap")
     except CrossroadsError as error:
         raise KeySettingsError(f"{param}: {error}", param) from None
-    if budget.mode != "cap" or budget.floor_model is not None:
-        raise KeySettingsError(f"{param}: a key's budget can only cap its spending for now (mode cap, no floor_model); "
-                               "to pace spending, give the route a budget (routes.NAME.budget, docs/budgets.md)", param)
+    if budget.mode == "cap" and budget.floor_model is not None:
+        raise KeySettingsError(f"{param}: a floor_model answers once a pace budget is gone; a {owner}'s cap budget "
+                               "refuses instead: drop floor_model or use mode pace", param)
     return budget
 
 
@@ -143,19 +154,69 @@ class Keys:
         self._db = db
 
     # -- teams ----------------------------------------------------------------------------
-    def create_team(self, name: str) -> dict[str, Any]:
-        """Declare team ``name`` (keys can then be given to it); declaring it again changes nothing."""
-        _check_name(name, "team")
-        self._db.execute("INSERT INTO teams (name, created_s) VALUES (?, ?) ON CONFLICT (name) DO NOTHING",
-                         (name, time.time()))
-        return {"name": name}
+    def create_team(self, name: str, budget: Any = None) -> dict[str, Any]:
+        """Declare team ``name`` (keys can then be given to it), with an optional ``cap`` budget shared by its keys.
 
-    def teams(self) -> list[dict[str, Any]]:
-        """Every team with its number of keys (revoked ones included) and when it was declared."""
+        Declaring it again changes nothing; declaring it again with another budget is refused (see
+        :meth:`update_team`).
+        """
+        _check_name(name, "team")
+        cap = key_budget(budget, owner="team")
+        with self._db.transaction():
+            self._db.execute("INSERT INTO teams (name, created_s, budget) VALUES (?, ?, ?) ON CONFLICT (name) "
+                             "DO NOTHING", (name, time.time(), _budget_json(cap)))
+            current = self.team_budget(name)
+            if cap is not None and current != cap:
+                raise KeySettingsError(f"team {name!r} exists already, with budget {current or 'none'}: change it "
+                                       f"with PATCH /admin/teams/{name} (`crossroads keys update-team`)", "budget")
+        return self.team(name)
+
+    def teams(self, now_s: float | None = None) -> list[dict[str, Any]]:
+        """Every team with its number of keys (revoked ones included), when it was declared, its budget and what
+        it spent in the budget's current period (this month's without a budget)."""
+        now_s = time.time() if now_s is None else now_s
         rows = self._db.execute(
-            "SELECT t.name, t.created_s, COUNT(k.key_id) FROM teams t LEFT JOIN keys k ON k.team = t.name "
-            "GROUP BY t.name, t.created_s ORDER BY t.name")
-        return [{"name": name, "created_s": float(created_s), "keys": int(n)} for name, created_s, n in rows]
+            "SELECT t.name, t.created_s, t.budget, COUNT(k.key_id) FROM teams t LEFT JOIN keys k ON k.team = t.name "
+            "GROUP BY t.name, t.created_s, t.budget ORDER BY t.name")
+        names = [period(per, now_s)[0] for per in PERIODS]
+        spend = {(team, name): float(usd) for team, name, usd in self._db.execute(
+            f"SELECT team, period, spent_usd FROM team_spend WHERE period IN ({', '.join('?' * len(names))})",
+            names)}
+        teams = []
+        for name, created_s, budget, n in rows:
+            cap = _loads_budget(budget)
+            current, _, end_s = period("month" if cap is None else cap.per, now_s)
+            teams.append({"name": name, "created_s": float(created_s), "keys": int(n),
+                          "budget": None if cap is None else _budget_dict(cap), "period": current,
+                          "spent_usd": spend.get((name, current), 0.0), "resets_s": end_s})
+        return teams
+
+    def team(self, name: str, now_s: float | None = None) -> dict[str, Any]:
+        """One team as :meth:`teams` lists it; :class:`UnknownTeamError` if it was never declared."""
+        for team in self.teams(now_s):
+            if team["name"] == name:
+                return team
+        raise UnknownTeamError(name, [team["name"] for team in self.teams(now_s)])
+
+    def team_budget(self, name: str) -> Budget | None:
+        """The budget of team ``name`` (None: none, or no such team)."""
+        rows = self._db.execute("SELECT budget FROM teams WHERE name = ?", (name,))
+        return _loads_budget(rows[0][0]) if rows else None
+
+    def update_team(self, name: str, changes: dict[str, Any]) -> dict[str, Any]:
+        """Change a team's budget (``{"budget": None}`` removes it); it counts what the team spent this period."""
+        unknown = sorted(set(changes) - {"budget"})
+        if unknown:
+            raise KeySettingsError(f"cannot change {', '.join(unknown)} of a team; changeable: budget", unknown[0])
+        if not changes:
+            raise KeySettingsError("nothing to change: give the team's budget (null removes it)", "budget")
+        cap = key_budget(changes["budget"], owner="team")
+        with self._db.transaction():
+            if not self._db.execute("SELECT 1 FROM teams WHERE name = ?", (name,)):
+                raise UnknownTeamError(name, [team for (team,) in self._db.execute(
+                    "SELECT name FROM teams ORDER BY name")])
+            self._db.execute("UPDATE teams SET budget = ? WHERE name = ?", (_budget_json(cap), name))
+        return self.team(name)
 
     # -- keys -----------------------------------------------------------------------------
     def create(self, name: str, team: str, *, routes: Any = None, models: Any = None, rate_limit_per_s: Any = None,
@@ -233,14 +294,21 @@ class Keys:
 
     # -- spend ----------------------------------------------------------------------------
     def charge(self, key_id: str, cost_usd: float, now_s: float | None = None) -> None:
-        """Add ``cost_usd`` to what the key spent this day, week and month (atomic: replicas add concurrently)."""
+        """Add ``cost_usd`` to what the key, and its team, spent this day, week and month.
+
+        One transaction of atomic additions: replicas add concurrently, and a team's spend stays the sum of what its
+        keys spent while they were its own.  (Rows are always taken key first, then team, day to month: no deadlock.)
+        """
         now_s = time.time() if now_s is None else now_s
+        names = [period(per, now_s)[0] for per in PERIODS]
         with self._db.transaction():
-            for per in PERIODS:
-                self._db.execute(
-                    "INSERT INTO key_spend (key_id, period, spent_usd) VALUES (?, ?, ?) ON CONFLICT (key_id, period) "
-                    "DO UPDATE SET spent_usd = key_spend.spent_usd + excluded.spent_usd",
-                    (key_id, period(per, now_s)[0], float(cost_usd)))
+            team = self._db.execute("SELECT team FROM keys WHERE key_id = ?", (key_id,))
+            for table, column, who in (("key_spend", "key_id", key_id), ("team_spend", "team", team and team[0][0])):
+                for name in names if who else ():
+                    self._db.execute(
+                        f"INSERT INTO {table} ({column}, period, spent_usd) VALUES (?, ?, ?) ON CONFLICT ({column}, "
+                        f"period) DO UPDATE SET spent_usd = {table}.spent_usd + excluded.spent_usd",
+                        (who, name, float(cost_usd)))
 
     def spent(self, key_id: str, per: str, now_s: float | None = None) -> float:
         """What the key spent in the current ``per`` (day, week or month), in US$."""
@@ -248,9 +316,15 @@ class Keys:
         rows = self._db.execute("SELECT spent_usd FROM key_spend WHERE key_id = ? AND period = ?", (key_id, name))
         return float(rows[0][0]) if rows else 0.0
 
+    def team_spent(self, team: str, per: str, now_s: float | None = None) -> float:
+        """What the keys of ``team`` spent in the current ``per`` (day, week or month), in US$."""
+        name = period(per, time.time() if now_s is None else now_s)[0]
+        rows = self._db.execute("SELECT spent_usd FROM team_spend WHERE team = ? AND period = ?", (team, name))
+        return float(rows[0][0]) if rows else 0.0
+
     # -- attribution ------------------------------------------------------------------------
     def usage_by(self, by: str, *, route: str | None = None, since_s: float | None = None,
-                 until_s: float | None = None) -> list[dict[str, Any]]:
+                 until_s: float | None = None, team: str | None = None) -> list[dict[str, Any]]:
         """Requests, errors, fallbacks, spend and tokens of the decisions in the window, per ``key`` or ``team``.
 
         Decisions made without a virtual key (config-file keys, or none) form the row named ``(no virtual key)``.
@@ -258,7 +332,7 @@ class Keys:
         if by not in ("key", "team"):
             raise CrossroadsError(f"usage by {by!r}: by key or team")
         group = "d.key_id" if by == "key" else "d.team"
-        where, params = decision_window(route, since_s, until_s)
+        where, params = decision_window(route, since_s, until_s, team)
         rows = self._db.execute(
             f"SELECT {group}, COUNT(*), SUM(CASE WHEN o.status IS NOT NULL AND o.status <> 'ok' THEN 1 ELSE 0 END), "
             "SUM(CASE WHEN o.fallbacks > 0 THEN 1 ELSE 0 END), SUM(o.cost_usd), SUM(o.tokens_in), SUM(o.tokens_out) "
@@ -345,6 +419,14 @@ def _key(row: tuple) -> VirtualKey:
 
 def _budget_dict(budget: Budget) -> dict[str, Any]:
     return {"usd": budget.usd, "per": budget.per, "mode": budget.mode}
+
+
+def _budget_json(budget: Budget | None) -> str | None:
+    return None if budget is None else json.dumps(_budget_dict(budget))
+
+
+def _loads_budget(text: str | None) -> Budget | None:
+    return None if text is None else Budget(**json.loads(text))
 
 
 def _names(names: tuple[str, ...] | None) -> str | None:

@@ -88,6 +88,14 @@ MIGRATIONS: list[list[str]] = [
         "ALTER TABLE decisions ADD COLUMN key_id TEXT",
         "ALTER TABLE decisions ADD COLUMN team TEXT",
     ],
+    [  # version 6: a team's budget and what each team spent (its keys' spend so far carried over)
+        "ALTER TABLE teams ADD COLUMN budget TEXT",
+        """CREATE TABLE team_spend (
+            team TEXT NOT NULL, period TEXT NOT NULL, spent_usd {float} NOT NULL, PRIMARY KEY (team, period))""",
+        """INSERT INTO team_spend (team, period, spent_usd)
+            SELECT k.team, s.period, SUM(s.spent_usd) FROM key_spend s JOIN keys k ON k.key_id = s.key_id
+            GROUP BY k.team, s.period""",
+    ],
 ]
 
 TABLES = ("decisions", "outcomes", "shadow_outcomes", "feedback", "learner_state", "pool", "rate_limits")
@@ -421,8 +429,9 @@ class Store:
 
     # -- reading the traffic back ---------------------------------------------------------
     def traffic(self, *, route: str | None = None, since_s: float | None = None, until_s: float | None = None,
-                chunk_rows: int = TRAFFIC_CHUNK_ROWS) -> Iterator[list[tuple]]:
-        """Every decision made in ``[since_s, until_s)`` (on ``route``), with its outcome and first feedback.
+                team: str | None = None, chunk_rows: int = TRAFFIC_CHUNK_ROWS) -> Iterator[list[tuple]]:
+        """Every decision made in ``[since_s, until_s)`` (on ``route``, by ``team``'s keys), with its outcome and first
+        feedback.
 
         Yields lists of at most ``chunk_rows`` tuples holding :data:`TRAFFIC_COLUMNS`, in
         ``created_s`` order, read with a cursor so that a million decisions never sit in
@@ -431,7 +440,7 @@ class Store:
         carried out.
         """
         self.flush()
-        where, params = decision_window(route, since_s, until_s)
+        where, params = decision_window(route, since_s, until_s, team)
         sql = (f"SELECT {', '.join(TRAFFIC_COLUMNS_SQL)} FROM decisions d "
                "LEFT JOIN outcomes o ON o.decision_id = d.decision_id "
                "LEFT JOIN (SELECT decision_id, MIN(seq) AS seq FROM feedback "
@@ -446,15 +455,15 @@ class Store:
         return [route for (route,) in self._db.execute("SELECT DISTINCT route FROM decisions ORDER BY route")]
 
     # -- shadow spend (synchronous) ---------------------------------------------------------
-    def shadow_spend(self, *, route: str | None = None, since_s: float | None = None,
-                     until_s: float | None = None) -> dict[str, dict[str, float | int]]:
-        """Shadow calls per model for the decisions made in ``[since_s, until_s)`` (on ``route``).
+    def shadow_spend(self, *, route: str | None = None, since_s: float | None = None, until_s: float | None = None,
+                     team: str | None = None) -> dict[str, dict[str, float | int]]:
+        """Shadow calls per model for the decisions made in ``[since_s, until_s)`` (on ``route``, by ``team``'s keys).
 
         Each model maps to ``calls``, ``errors`` (calls whose status is not ok) and ``spend_usd``
         (calls of unknown cost count nothing).  Daily caps and ``crossroads report`` read it.
         """
         self.flush()
-        where, params = decision_window(route, since_s, until_s)
+        where, params = decision_window(route, since_s, until_s, team)
         rows = self._db.execute(
             "SELECT s.model, COUNT(*), SUM(CASE WHEN s.status = 'ok' THEN 0 ELSE 1 END), SUM(s.cost_usd) "
             "FROM shadow_outcomes s JOIN decisions d ON d.decision_id = s.decision_id "
@@ -760,10 +769,13 @@ def migrate(db: Database) -> int:
     return len(MIGRATIONS)
 
 
-def decision_window(route: str | None, since_s: float | None, until_s: float | None) -> tuple[str, list]:
-    """The WHERE clause on decisions ``d`` made in ``[since_s, until_s)`` on ``route`` (None: any), and its values."""
+def decision_window(route: str | None, since_s: float | None, until_s: float | None,
+                    team: str | None = None) -> tuple[str, list]:
+    """The WHERE clause on decisions ``d`` made in ``[since_s, until_s)`` on ``route`` by a key of ``team`` (None:
+    any), and its values."""
     where, params = ["1 = 1"], []
-    for clause, value in (("d.route = ?", route), ("d.created_s >= ?", since_s), ("d.created_s < ?", until_s)):
+    for clause, value in (("d.route = ?", route), ("d.created_s >= ?", since_s), ("d.created_s < ?", until_s),
+                          ("d.team = ?", team)):
         if value is not None:
             where.append(clause)
             params.append(value)

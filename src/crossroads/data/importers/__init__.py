@@ -1,8 +1,8 @@
 """Read published routing data into a RoutingDataset, from a ``FORMAT:PATH[,option=value...]`` spec.
 
 >>> sorted(FORMATS.names)  # doctest: +NORMALIZE_WHITESPACE
-['crossroads', 'llmrouter', 'logs', 'mmlu-pro', 'routellm-gsm8k', 'routellm-mmlu', 'routellm-mtbench', 'routerbench',
- 'routerdc']
+['arena-bench', 'crossroads', 'llmrouter', 'logs', 'mmlu-pro', 'routellm-gsm8k', 'routellm-mmlu', 'routellm-mtbench',
+ 'routerbench', 'routerdc']
 
 ``store:URL`` (a server's store, read without a file) is a dataset too, but the store sits above
 this layer: :func:`crossroads.store.export.load_datasets` reads it (and every format here), and the
@@ -27,6 +27,7 @@ FORMATS = Registry(
     {"routellm-mmlu": "crossroads.data.importers.routellm:load_mmlu",
      "routellm-gsm8k": "crossroads.data.importers.routellm:load_gsm8k",
      "routellm-mtbench": "crossroads.data.importers.routellm_mtbench:load_mtbench",
+     "arena-bench": "crossroads.data.importers.arena_bench:load_arena_bench",
      "routerbench": "crossroads.data.importers.routerbench:load_routerbench",
      "mmlu-pro": "crossroads.data.importers.mmlu_pro:load_mmlu_pro",
      "llmrouter": "crossroads.data.importers.llmrouter:load_llmrouter",
@@ -36,6 +37,7 @@ FORMATS = Registry(
     {"routellm-mmlu": "directory with responses/mmlu_<subject>.csv",
      "routellm-gsm8k": "gsm8k_responses.csv or its directory",
      "routellm-mtbench": "directory with question.jsonl and judgements.jsonl",
+     "arena-bench": "directory with question.jsonl and model_judgment/ (arena-hard-auto)",
      "routerbench": "a RouterBench CSV file or a directory of them",
      "mmlu-pro": "directory of model_outputs_<model>_5shots.zip",
      "llmrouter": "LLMRouter JSON file (default_llm.json beside it)",
