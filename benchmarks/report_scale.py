@@ -51,7 +51,7 @@ def fill_fast(store, n: int, seed: int = 0) -> None:
             db.executemany(_INSERT_DECISION, [
                 (f"d{i}", "auto", MODELS[logged.chosen[i]], None, '["small", "medium", "large"]',
                  float(logged.propensity[i]), None, None, float(logged.created_s[i]), None,
-                 CATEGORIES[logged.category[i]], None) for i in rows])
+                 CATEGORIES[logged.category[i]], None, None, None) for i in rows])
             db.executemany(_UPSERT_OUTCOME, [
                 (f"d{i}", MODELS[logged.chosen[i]], "ok", float(cost[i]), 0.2 + 0.001 * (i % 300), None,
                  int(logged.tokens_in[i]), int(out[i]), 0, None, None, float(logged.created_s[i])) for i in rows])
