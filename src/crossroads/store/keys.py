@@ -155,7 +155,7 @@ class Keys:
 
     # -- teams ----------------------------------------------------------------------------
     def create_team(self, name: str, budget: Any = None) -> dict[str, Any]:
-        """Declare team ``name`` (keys can then be given to it), with an optional ``cap`` budget shared by its keys.
+        """Declare team ``name`` (keys can then be given to it), with an optional budget shared by its keys.
 
         Declaring it again changes nothing; declaring it again with another budget is refused (see
         :meth:`update_team`).
