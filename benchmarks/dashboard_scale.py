@@ -27,42 +27,28 @@ sys.path.insert(0, str(Path(__file__).parent))
 sys.path.insert(0, str(Path(__file__).parent.parent / "tests"))
 import httpx
 from _shared import Table, machine, write_results
-from logged_traffic import CATEGORIES, MODELS, PRICES, draw
+from logged_traffic import PRICES
+from report_scale import fill_fast
 from serve_helpers import ServerThread
 
 from crossroads.evaluate.report import build_report
 from crossroads.serve.config import parse_config
 from crossroads.serve.dashboard import REPORT_REPLICATES
 from crossroads.serve.gateway import Gateway
-from crossroads.store.records import _INSERT_DECISION, _INSERT_FEEDBACK, _UPSERT_OUTCOME
 from crossroads.upstream.fake import FAKE_BASE_URL
 
 ADMIN, ADMIN_ENV = "bench-admin", "CROSSROADS_BENCH_ADMIN"
-BATCH = 20_000
 REPEATS = 3
 #: One prompt in this many holds the searched word.
 RARE = 100
 
 
 def fill(store, n: int) -> None:
-    """``n`` decisions over 30 days with prompts, outcomes, feedback and two teams' keys, in large batches."""
-    logged = draw(n, seed=0, days=30.0)
-    store.record_pool(PRICES)
-    cost, out, quality = (logged.served(x) for x in (logged.cost_usd, logged.tokens_out, logged.quality))
-    db = store._db  # noqa: SLF001 - bulk loading for the benchmark only
-    for start in range(0, n, BATCH):
-        rows = range(start, min(start + BATCH, n))
-        with db.transaction():
-            db.executemany(_INSERT_DECISION, [
-                (f"d{i}", "auto", MODELS[logged.chosen[i]], None, '["small", "medium", "large"]',
-                 float(logged.propensity[i]), None, None, float(logged.created_s[i]),
-                 f"question {i} about {CATEGORIES[logged.category[i]]}" + (" zebra" if i % RARE == 0 else ""),
-                 CATEGORIES[logged.category[i]], None, f"key_{i % 2}", ("search", "support")[i % 2]) for i in rows])
-            db.executemany(_UPSERT_OUTCOME, [
-                (f"d{i}", MODELS[logged.chosen[i]], "ok", float(cost[i]), 0.2 + 0.001 * (i % 300), None,
-                 int(logged.tokens_in[i]), int(out[i]), 0, None, None, float(logged.created_s[i])) for i in rows])
-            db.executemany(_INSERT_FEEDBACK, [
-                (f"d{i}", None, float(quality[i]), None, float(logged.created_s[i]), None, None, None) for i in rows])
+    """``n`` decisions over 30 days with prompts, outcomes, feedback and two teams' keys."""
+    def prompt(i: int, category: str) -> str:
+        return f"question {i} about {category}" + (" zebra" if i % RARE == 0 else "")
+
+    fill_fast(store, n, prompt=prompt, team=lambda i: ("search", "support")[i % 2])
 
 
 def timed(call) -> float:

@@ -37,8 +37,9 @@ TARGET_MB = 1024.0
 BATCH = 20_000
 
 
-def fill_fast(store, n: int, seed: int = 0) -> None:
-    """Write ``n`` decisions with outcomes and feedback in large batches (the server's writer does 500 a time)."""
+def fill_fast(store, n: int, seed: int = 0, prompt=lambda i, category: None, team=lambda i: None) -> None:
+    """Write ``n`` decisions with outcomes and feedback in large batches (the server's writer does 500 a time);
+    ``prompt(i, category)`` and ``team(i)`` give decision ``i``'s stored prompt and its key's team (None: none)."""
     logged = draw(n, seed=seed, days=30.0)
     store.record_pool(PRICES)
     cost = logged.served(logged.cost_usd)
@@ -50,8 +51,9 @@ def fill_fast(store, n: int, seed: int = 0) -> None:
         with db.transaction():
             db.executemany(_INSERT_DECISION, [
                 (f"d{i}", "auto", MODELS[logged.chosen[i]], None, '["small", "medium", "large"]',
-                 float(logged.propensity[i]), None, None, float(logged.created_s[i]), None,
-                 CATEGORIES[logged.category[i]], None, None, None) for i in rows])
+                 float(logged.propensity[i]), None, None, float(logged.created_s[i]),
+                 prompt(i, CATEGORIES[logged.category[i]]), CATEGORIES[logged.category[i]], None,
+                 None if team(i) is None else f"key_{team(i)}", team(i)) for i in rows])
             db.executemany(_UPSERT_OUTCOME, [
                 (f"d{i}", MODELS[logged.chosen[i]], "ok", float(cost[i]), 0.2 + 0.001 * (i % 300), None,
                  int(logged.tokens_in[i]), int(out[i]), 0, None, None, float(logged.created_s[i])) for i in rows])
