@@ -42,6 +42,7 @@ from _shared import (
     write_results,
 )
 
+from crossroads.grading.verifiers import Answers, Verifier
 from crossroads.paths import shared_data_dir
 
 ROUTERS = ["knn", "ridge", "ensemble"]
@@ -64,8 +65,8 @@ def select(key: str):
     return rows
 
 
-def per_category(dataset, embeddings, embedder: str, routing) -> Table:
-    """knn against cascade routing on each category, scored against that category's own best single model."""
+def per_category(dataset, embeddings, embedder: str, routing, router: str) -> Table:
+    """The router against cascade routing on each category, scored against that category's own best single model."""
     from crossroads.evaluate.cascade_cv import curve_metrics
     from crossroads.evaluate.harness import cross_validated_predictions
     from crossroads.evaluate.metrics import cost_quality_points
@@ -75,15 +76,16 @@ def per_category(dataset, embeddings, embedder: str, routing) -> Table:
     from crossroads.routers import ROUTERS as REGISTRY
 
     splits = list(cross_validation_splits(dataset.n_queries, 5, SEED))
-    prior, _ = cross_validated_predictions(REGISTRY.spec(CASCADE_ROUTER), dataset, embeddings, splits, embedder=embedder)
+    prior, _ = cross_validated_predictions(REGISTRY.spec(router), dataset, embeddings, splits, embedder=embedder)
     tokens = prompt_tokens(dataset.prompts, dataset.full_prompts)
     expected = np.empty_like(dataset.cost_usd)
     for split in splits:
         expected[split.test] = ExpectedCost.fit(tokens[split.train], dataset.cost_usd[split.train]).predict(
             tokens[split.test])
     kinds = Answers.from_dataset(dataset).kinds
-    table = Table("per category: knn router vs cascade routing (learned verifier), against the category's best model",
-                  ["category", "queries", "answer kind", "knn AIQ", "cascade AIQ", "knn cost@97%", "cascade cost@97%",
+    table = Table(f"per category: {router} router vs cascade routing (learned verifier), against the category's best "
+                  "model", ["category", "queries", "answer kind", f"{router} AIQ", "cascade AIQ", f"{router} cost@97%",
+                            "cascade cost@97%",
                    "cascade helps"])
     categories = np.array(dataset.categories)
     for category in sorted(set(categories)):
@@ -100,7 +102,29 @@ def per_category(dataset, embeddings, embedder: str, routing) -> Table:
     return table
 
 
-def run_dataset(key: str) -> tuple[dict, list]:
+class KnowsQuality(Verifier):
+    """A bound, not a verifier: trusts each called answer exactly as much as its recorded quality (read from
+    ``Answers.codes``, which :func:`knowing_quality` fills with the quality)."""
+
+    name = "knows-quality"
+
+    def _score(self, answers, prior, expected_cost_usd, called):
+        return np.where(called, answers.codes, prior)
+
+
+def knowing_quality(dataset, embeddings, embedder: str, router: str) -> dict:
+    """Cascade routing's metrics with :class:`KnowsQuality` for its verifier."""
+    from dataclasses import replace
+
+    from crossroads.evaluate.cascade_cv import evaluate_cascades
+
+    answers = replace(Answers.from_dataset(dataset), codes=np.clip(dataset.quality, 0.0, 1.0))
+    (curve,) = evaluate_cascades(["routing"], dataset, embeddings, router=router, verifier=KnowsQuality(),
+                                 answers=answers, seed=SEED, embedder=embedder)
+    return curve.entry(dataset).metrics
+
+
+def run_dataset(key: str, router: str = CASCADE_ROUTER) -> tuple[dict, list]:
     from crossroads.evaluate.cascade_cv import evaluate_cascades
 
     title, fmt, folder = DATASETS[key]
@@ -112,12 +136,13 @@ def run_dataset(key: str) -> tuple[dict, list]:
     curves = []
     for kinds, verifier in ((["routing", "fixed"], "learned"), (["routing"], "agreement")):
         began = time.perf_counter()
-        found = evaluate_cascades(kinds, dataset, embeddings, router=CASCADE_ROUTER, verifier=verifier, seed=SEED,
+        found = evaluate_cascades(kinds, dataset, embeddings, router=router, verifier=verifier, seed=SEED,
                                   embedder=embedder, on_step=print)
         for curve in found:
             seconds[curve.name] = (time.perf_counter() - began) / len(found)
         curves += found
     cascade_entries = [curve.entry(dataset) for curve in curves]
+    bound = knowing_quality(dataset, embeddings, embedder, router)
     routers = [e for e in evaluation.entries if e.kind == "router"]
     models = [e for e in evaluation.entries if e.kind == "model"]
     best_model = min(models, key=lambda e: (-e.metrics["mean_quality"], e.metrics["mean_cost_usd"]))
@@ -143,7 +168,10 @@ def run_dataset(key: str) -> tuple[dict, list]:
                        f"{'; '.join(sorted({' -> '.join(chain) for chain in fixed.chains}))}")
     table.notes.append("cascades: every model called is paid for; latency is the sum of the chain's latencies "
                        "(estimated from answer lengths by price tier, crossroads.evaluate.latency).")
-    category_table = per_category(dataset, embeddings, embedder, curves[0])
+    table.notes.append(f"bound: the same cascade routing with a verifier that knows each called answer's recorded "
+                       f"quality reaches cost@97% {cell(bound['cost_share_at_97'], True)}, AIQ {bound['aiq']:.3f}: "
+                       "what the policy could do with a perfect verifier.")
+    category_table = per_category(dataset, embeddings, embedder, curves[0], router)
     check = (f"{'PASS' if share_ok and aiq_ok else 'FAIL'}  {title}: cascade routing cost@97% "
              f"{cell(share, True)} vs best router {best_router.name} {cell(plain, True)} "
              f"({cell(reduction, True)} lower, target >= 25%: {'met' if share_ok else 'not met'}); AIQ "
@@ -158,6 +186,7 @@ def run_dataset(key: str) -> tuple[dict, list]:
         "curves": {e.name: {"mean_cost_usd": e.cost_curve.mean_cost_usd, "mean_quality": e.cost_curve.mean_quality}
                    for e in routers + cascade_entries},
         "fixed_chains": fixed.chains,
+        "bound_verifier_knows_quality": {"cost_share_at_97": bound["cost_share_at_97"], "aiq": bound["aiq"]},
         "target": {"best_router": best_router.name, "cost_share_reduction": reduction, "cost_share_met": share_ok,
                    "aiq_met": aiq_ok},
         "per_category": {row[0]: dict(zip(category_table.columns[1:], row[1:])) for row in category_table.rows},
@@ -168,6 +197,8 @@ def run_dataset(key: str) -> tuple[dict, list]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--datasets", default=",".join(DATASETS), help="comma-separated: " + ", ".join(DATASETS))
+    parser.add_argument("--cascade-router", default=CASCADE_ROUTER,
+                        help=f"the router whose predictions the cascades start from (default {CASCADE_ROUTER})")
     args = parser.parse_args()
     keys = [key for key in args.datasets.split(",") if key]
     missing = missing_data([shared_data_dir() / DATASETS[key][2] for key in keys])
@@ -177,15 +208,15 @@ def main() -> int:
     started = time.perf_counter()
     results, parts = {"machine": machine(), "datasets": {}}, []
     for key in keys:
-        results["datasets"][key], found = run_dataset(key)
+        results["datasets"][key], found = run_dataset(key, args.cascade_router)
         parts += found
     results["machine"]["load_average_end"] = list(np.round(np.array(__import__("os").getloadavg()), 2))
     minutes = (time.perf_counter() - started) / 60
     checks = [part for part in parts if isinstance(part, str)]
     intro = [(f"Run {results['machine']['date_utc']} on {results['machine']['cores']} cores; {minutes:.1f} min. "
-             "Reproduce: `python benchmarks/cascades.py`."), "", "Targets (issue 16):", "",
+             "Reproduce: `python benchmarks/cascades.py --cascade-router " + args.cascade_router + "`."), "", "Targets (issue 16):", "",
              *[f"- {check}" for check in checks], "",
-             (f"Cascades start from the {CASCADE_ROUTER} router's cross-validated predictions; MMLU-Pro is a seeded "
+             (f"Cascades start from the {args.cascade_router} router's cross-validated predictions; MMLU-Pro is a seeded "
              f"{MMLU_PRO_QUERIES}-query subsample of its complete rows (as in multi_model_table.py).")]
     write_results("cascades", results, "Cascades and cascade routing (replayed recorded responses)", intro,
                   [part for part in parts if not isinstance(part, str)])

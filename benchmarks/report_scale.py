@@ -30,7 +30,7 @@ from _shared import Table, backend_stores, machine, write_results
 from logged_traffic import CATEGORIES, MODELS, PRICES, draw
 
 from crossroads.store import open_store
-from crossroads.store.records import _INSERT_DECISION, _INSERT_FEEDBACK, _UPSERT_OUTCOME
+from crossroads.store.records import _INSERT_DECISION, _INSERT_FEEDBACK, _UPSERT_OUTCOME, _from_spool
 
 TARGET_S = 60.0
 TARGET_MB = 1024.0
@@ -54,9 +54,9 @@ def fill_fast(store, n: int, seed: int = 0, prompt=lambda i, category: None, tea
                  float(logged.propensity[i]), None, None, float(logged.created_s[i]),
                  prompt(i, CATEGORIES[logged.category[i]]), CATEGORIES[logged.category[i]], None,
                  None if team(i) is None else f"key_{team(i)}", team(i)) for i in rows])
-            db.executemany(_UPSERT_OUTCOME, [
-                (f"d{i}", MODELS[logged.chosen[i]], "ok", float(cost[i]), 0.2 + 0.001 * (i % 300), None,
-                 int(logged.tokens_in[i]), int(out[i]), 0, None, None, float(logged.created_s[i])) for i in rows])
+            db.executemany(_UPSERT_OUTCOME, [_from_spool("outcome", (  # None for the columns added since
+                f"d{i}", MODELS[logged.chosen[i]], "ok", float(cost[i]), 0.2 + 0.001 * (i % 300), None,
+                int(logged.tokens_in[i]), int(out[i]), 0, None, None, float(logged.created_s[i])))[1] for i in rows])
             db.executemany(_INSERT_FEEDBACK, [
                 (f"d{i}", None, float(quality[i]), None, float(logged.created_s[i]), None, None, None) for i in rows])
 

@@ -137,6 +137,72 @@ def test_cascade_routing_starts_where_the_router_would_and_stops_on_a_trusted_an
     assert next_model(CascadeRouting(0.0, max_cost_usd=5.0), prior[0], cost[0], {0: 0.2}, spent_usd=1.0) == 1
 
 
+def test_an_opening_above_one_starts_cheaper_than_the_router_and_only_the_first_call():
+    prior, cost = np.array([0.6, 0.9]), np.array([1.0, 10.0])
+    router_like = CascadeRouting(willingness_to_pay=0.02)
+    assert next_model(router_like, prior, cost, {}) == 1  # 0.9 - 0.2 > 0.6 - 0.02: the router's pick
+    opening = CascadeRouting(willingness_to_pay=0.02, opening=4.0)
+    assert next_model(opening, prior, cost, {}) == 0  # 0.6 - 0.08 > 0.9 - 0.8
+    # later calls weigh cost as before: a doubtful cheap answer still escalates
+    assert next_model(opening, prior, cost, {0: 0.3}) == next_model(router_like, prior, cost, {0: 0.3}) == 1
+    with pytest.raises(CrossroadsError, match="opening >= 1"):
+        CascadeRouting(opening=0.5)
+
+
+def test_calibrated_policies_pick_per_willingness_to_pay_what_pays_on_the_training_queries():
+    from crossroads.evaluate.cascade_cv import OPENINGS, calibrated_policies
+
+    # a cheap model right on half the queries (its answers agree with the dear one's exactly then), a dear one
+    # always right: starting cheap and escalating on disagreement beats the router's dear pick at moderate prices
+    n = 200
+    right = np.arange(n) % 2 == 0
+    answers = answers_of([["A" if r else "B", "A", "A"] for r in right])
+    prior = np.tile([0.5, 0.5, 0.99], (n, 1))
+    cost = np.tile([1.0, 1.0, 10.0], (n, 1))
+    quality = np.stack([right, right, np.ones(n, dtype=bool)], 1).astype(float)
+    args = (AgreementVerifier(), answers, prior, cost, quality, cost, np.zeros((n, 3)))
+    grid = np.array([0.0, 0.03])
+    policies = [p["all"] for p in calibrated_policies(grid, args, 0.5, None, 3)]
+    assert [p.willingness_to_pay for p in policies] == grid.tolist()
+    assert policies[1].opening in OPENINGS
+    given = calibrated_policies(grid, args, 0.5, None, 3, resolve=0.25, opening=2.0)
+    assert [(p["all"].resolve, p["all"].opening) for p in given] == [(0.25, 2.0), (0.25, 2.0)]
+    utility = [replay(p, *args).quality.mean() - 0.03 * replay(p, *args).cost_usd.mean()
+               for p in (CascadeRouting(0.03, resolve=policies[1].resolve, opening=o) for o in OPENINGS)]
+    assert utility[OPENINGS.index(policies[1].opening)] == max(utility)
+
+
+def test_each_answer_group_gets_the_settings_that_pay_on_its_own_queries():
+    from crossroads.evaluate.cascade import answer_groups, replay_by_group
+    from crossroads.evaluate.cascade_cv import calibrated_policies
+
+    # two-option questions whose cheap answers agree with each other even when wrong (shared mistakes), and
+    # four-option ones where agreement means right: starting cheap and asking a second opinion pays on the
+    # second kind only (at 0.08 quality per US$: 0.64 against 0.52 for the dear model alone; 0.38 on the first)
+    n = 200
+    right = np.arange(n) % 2 == 0
+    two = Answers.from_responses([["A" if r else "B", "A" if r else "B", "A"] for r in right],
+                                 ["Pick\nA) x\nB) y"] * n, ["pairs"] * n)
+    four = Answers.from_responses([["A" if r else "B", "A" if r else "C", "A"] for r in right],
+                                  ["Pick\nA) x\nB) y\nC) z\nD) w"] * n, ["quads"] * n)
+    answers = Answers(np.vstack([two.codes, four.codes]), np.r_[two.options, four.options], two.kinds + four.kinds,
+                      np.vstack([two.length_chars, four.length_chars]), np.vstack([two.hedged, four.hedged]),
+                      np.vstack([two.missing, four.missing]))
+    groups = answer_groups(answers)
+    assert sorted(set(groups)) == ["choice-2", "choice-4"]
+    quality = np.tile(np.stack([right, right, np.ones(n, dtype=bool)], 1).astype(float), (2, 1))
+    prior = np.tile([0.5, 0.5, 0.99], (2 * n, 1))
+    cost = np.tile([1.0, 0.5, 6.0], (2 * n, 1))
+    args = (AgreementVerifier(), answers, prior, cost, quality, cost, np.zeros((2 * n, 3)))
+    (policies,) = calibrated_policies(np.array([0.08]), args, 0.5, None, 3, groups=groups)
+    assert policies["choice-2"].opening == 1.0 and policies["choice-4"].opening > 1.0
+    grouped = replay_by_group(policies, groups, *args)
+    utility = grouped.quality - 0.08 * grouped.cost_usd
+    assert grouped.called[groups == "choice-2", 2].all()  # the dear model at once
+    assert utility[groups == "choice-4"].mean() > 0.6 > utility[groups == "choice-2"].mean() > 0.5
+    assert answer_groups(answers, min_queries=300).tolist() == ["other"] * (2 * n)
+
+
 def test_replay_accounting_on_a_small_fixture_by_hand():
     """Two queries, three models; the chain 0 -> 2 with threshold 0.75 (agreement needs two voters, so the
     single answer keeps its prior: 0.8 on query 0 stops, 0.6 on query 1 escalates)."""
@@ -189,3 +255,37 @@ def test_bad_cascades_are_refused():
         FixedCascade([0, 1, 2], [0.5])
     with pytest.raises(CrossroadsError, match="resolve in"):
         CascadeRouting(1.0, resolve=2.0)
+
+
+def test_a_verifier_that_knows_the_quality_bounds_what_any_verifier_adds():
+    from dataclasses import replace
+
+    from crossroads.data.dataset import ModelInfo, RoutingDataset
+    from crossroads.evaluate.cascade_cv import evaluate_cascades
+    from crossroads.grading.verifiers import Verifier
+
+    class KnowsQuality(Verifier):
+        name = "knows-quality"
+
+        def _score(self, answers, prior, expected_cost_usd, called):
+            return np.where(called, answers.codes, prior)
+
+    rng = np.random.default_rng(0)
+    n = 60
+    quality = np.stack([rng.random(n) < 0.5, rng.random(n) < 0.6, np.ones(n, dtype=bool)], 1).astype(float)
+    dataset = RoutingDataset(
+        query_ids=[f"q{i}" for i in range(n)], prompts=[f"question {i}" for i in range(n)], categories=["quiz"] * n,
+        sources=["test"] * n, models=[ModelInfo("a", 0.1, 0.1), ModelInfo("b", 0.2, 0.2), ModelInfo("c", 5, 5)],
+        quality=quality, cost_usd=np.tile([1e-4, 2e-4, 5e-3], (n, 1)),
+        responses=[["A" if q else "B" for q in row] for row in quality.astype(bool)])
+    embeddings = rng.normal(size=(n, 4))
+    verifier = KnowsQuality()
+    known = replace(Answers.from_dataset(dataset), codes=quality)
+    (bound,) = evaluate_cascades(["routing"], dataset, embeddings, router="knn:k=5", verifier=verifier, answers=known,
+                                 folds=3)
+    (voted,) = evaluate_cascades(["routing"], dataset, embeddings, router="knn:k=5", verifier="agreement", folds=3)
+    assert bound.name == "cascade-routing:knows-quality+knn:k=5"
+    # knowing which answer is right, it stops at the first right one: the best model's quality for less
+    perfect = bound.quality.mean(1) == 1.0
+    assert perfect.any() and bound.cost_usd.mean(1)[perfect].min() < 0.7 * dataset.cost_usd[:, 2].mean()
+    assert bound.entry(dataset).metrics["aiq"] >= voted.entry(dataset).metrics["aiq"]

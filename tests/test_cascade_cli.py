@@ -40,3 +40,32 @@ def test_cascades_refuse_a_train_test_split(tmp_path, capsys):
     assert main(["eval", "--train", ROUTERBENCH_FIXTURE, "--test", ROUTERBENCH_FIXTURE, "--router", "knn",
                  "--cascade", "routing", "--out", str(tmp_path)]) == 2
     assert "--cascade is cross-validated" in capsys.readouterr().err
+
+
+def test_train_saves_a_verifier_that_a_cascade_route_serves_with(tmp_path, capsys):
+    from crossroads.grading.verifiers import LearnedVerifier, load_verifier
+    from crossroads.serve.config import parse_config
+    from crossroads.serve.gateway import Gateway
+
+    verifier_path = tmp_path / "verifier.npz"
+    assert main(["train", "--dataset", ROUTERBENCH_FIXTURE, "--router", "knn:k=5", "--out", str(tmp_path / "r.npz"),
+                 "--verifier-out", str(verifier_path)]) == 0
+    verifier = load_verifier(verifier_path)
+    assert isinstance(verifier, LearnedVerifier) and np.isfinite(verifier.coef_).all()
+    assert "saved LearnedVerifier" in capsys.readouterr().out
+    config = parse_config({"models": [{"name": "a", "base_url": "http://fake-upstream/v1"},
+                                      {"name": "b", "base_url": "http://fake-upstream/v1"}],
+                           "routes": {"c": {"router_file": "default", "cascade": {"verifier": str(verifier_path)}}},
+                           "store": f"sqlite:///{tmp_path}/store.db"})
+    gateway = Gateway(config)
+    try:
+        assert isinstance(gateway.cascades["c"].verifier, LearnedVerifier)
+    finally:
+        gateway.store.close()
+
+
+def test_train_refuses_a_verifier_without_responses(tmp_path, capsys):
+    fixture = f"routellm-mmlu:{Path(__file__).parent / 'fixtures' / 'routellm' / 'mmlu'}"
+    code = main(["train", "--dataset", fixture, "--router", "knn:k=5", "--out", str(tmp_path / "r.npz"),
+                 "--verifier-out", str(tmp_path / "v.npz")])
+    assert code == 2 and "keeps no responses" in capsys.readouterr().err

@@ -141,6 +141,8 @@ def test_the_admin_clicks_through_every_view_and_the_figures_are_the_stores(brow
     page.wait_for_selector("[data-testid=decision-count][data-value='72']")
     page.click("#next")
     page.wait_for_selector("[data-testid=decision-count]:has-text('page 2 of')")
+    page.click("#prev")  # back to where the first page's cursor starts
+    page.wait_for_selector("[data-testid=decision-count]:has-text('page 1 of')")
 
     open_view(page, "playground")
     page.fill("#prompt", served.dataset.prompts[1])

@@ -46,7 +46,7 @@ def test_mistakes_are_one_line_before_any_work(argv, message, capsys, tmp_path):
 @pytest.mark.parametrize("argv, message", [
     (["eval", "--cv", "0"], "'0': give a whole number >= 2"),
     (["calibrate", "--router", "knn", "--strong-share", "0.5", "--cv", "1"], "'1': give a whole number >= 2"),
-    (["train", "--router", "knn", "--out", "r.json"], "a router file ends in .npz, e.g. r.npz"),
+    (["train", "--router", "knn", "--out", "r.json"], "saved as .npz files, e.g. r.npz"),
     (["serve", "--port", "99999"], "'99999' is not a port: give a whole number from 1 to 65535"),
 ])
 def test_option_values_are_checked_by_the_parser(argv, message, capsys):

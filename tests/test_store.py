@@ -81,7 +81,17 @@ def test_decision_and_outcome_round_trip(store, store_url):
     assert outcome.pop("created_s") > 0
     assert outcome == {"model": "large", "status": "fallback_ok", "cost_usd": 0.002, "latency_s": 1.5,
                        "ttft_s": 0.25, "tokens_in": 120, "tokens_out": 40, "fallbacks": 1, "error": "small: 500",
-                       "response": "4"}
+                       "response": "4", "calls": None}
+
+
+def test_a_cascades_calls_round_trip_with_its_outcome(store):
+    decide(store, "d1")
+    calls = [{"model": "small", "status": "ok", "cost_usd": 0.001, "trust": np.float64(0.4)},
+             {"model": "large", "status": "ok", "cost_usd": 0.01, "trust": 0.9}]
+    answer(store, "d1", model="large", cost_usd=0.011, calls=calls)
+    outcome = store.decision("d1")["outcome"]
+    assert outcome["calls"] == [{**calls[0], "trust": 0.4}, calls[1]]
+    assert outcome["cost_usd"] == 0.011
 
 
 def test_prompt_and_context_stay_absent_unless_given(store):

@@ -80,7 +80,7 @@ def test_a_store_of_schema_version_5_opens_and_carries_its_keys_spend_over_to_th
                         ("key_a", "month:2026-03", 1.0)])
     monkeypatch.setattr(records, "MIGRATIONS", every_step)
     with open_store(url) as store:
-        assert store.schema_version == len(every_step) == 6
+        assert store.schema_version == len(every_step) >= 6
         keys = store_keys(store)
         assert keys.team("search")["budget"] is None
         now = dt.datetime(2026, 3, 4, 12, tzinfo=dt.timezone.utc).timestamp()

@@ -22,14 +22,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "repeatable), to keep a benchmark unseen. " + DATASET_HELP.split(",", 1)[0])
     parser.add_argument("--out", "-o", required=True, type=router_file, metavar="FILE.npz",
                         help="where to save the fitted router (FILE.json beside it records its provenance)")
+    parser.add_argument("--verifier-out", type=router_file, metavar="FILE.npz",
+                        help="also fit a learned verifier (for a route's `cascade: {verifier: FILE.npz}`) on the "
+                        "datasets' recorded responses, reading this router's cross-validated predictions")
     parser.set_defaults(func=run)
 
 
 def router_file(text: str) -> str:
-    """An argparse type: a path ending in .npz (the format a router is saved in)."""
+    """An argparse type: a path ending in .npz (the format routers and verifiers are saved in)."""
     if not text.endswith(".npz"):
-        raise argparse.ArgumentTypeError(f"{text!r}: a router file ends in .npz, e.g. {text.rsplit('.', 1)[0]}.npz "
-                                         "(its provenance goes to the .json of the same name)")
+        raise argparse.ArgumentTypeError(f"{text!r}: routers and verifiers are saved as .npz files, e.g. "
+                                         f"{text.rsplit('.', 1)[0]}.npz")
     return text
 
 
@@ -68,6 +71,12 @@ def run(args: argparse.Namespace) -> int:
                               data=args.dataset or [], excluded=args.exclude_questions or [], removed=removed)
     Console(soft_wrap=True).print(f"saved {spec.label} ({dataset.n_models} models) to {path} "
                                   f"({path.stat().st_size / 1e6:.2f} MB); provenance in {record}")
+    if args.verifier_out:
+        from crossroads.evaluate.cascade_cv import fit_verifier
+
+        with console.status(f"fitting a learned verifier on {spec.label}'s cross-validated predictions"):
+            verifier = fit_verifier(dataset, embeddings, router=spec, embedder=embedder_name)
+        Console(soft_wrap=True).print(f"saved {verifier!r} to {verifier.save(args.verifier_out)}")
     return 0
 
 

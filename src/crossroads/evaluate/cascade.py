@@ -11,8 +11,10 @@ one the verifier trusts most.  Two policies, both working on whole batches of qu
   query from the router's predictions, updated by the answers seen so far, by the value
   ``expected quality of the returned answer - willingness_to_pay x expected cost``;
   stop when no model adds value, after ``max_calls`` calls, or when the next call would
-  pass the per-query cap ``max_cost_usd``.  With nothing called yet it picks what the
-  router would (``argmax prior - wtp x cost``), so a plain router is its first step.
+  pass the per-query cap ``max_cost_usd``.  With nothing called yet it picks
+  ``argmax prior - opening x wtp x cost``: with ``opening`` 1 what the router would, so a
+  plain router is its first step; above 1 it starts cheaper, because a doubtful answer can
+  still be escalated (the one-step value below does not count that option).
 
 How the value of calling model k is estimated (one step ahead): ``a`` is the trust of
 the best answer so far, ``b`` model k's expected quality.  If the verifier could always
@@ -33,7 +35,7 @@ the recorded quality of the answer it returned.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -67,14 +69,17 @@ class CascadeRouting(CascadePolicy):
     """Cascade routing: the next model maximises added quality - ``willingness_to_pay`` x cost (see the module).
 
     ``willingness_to_pay`` is in quality per US$, as in :class:`crossroads.objective.rules.MaxUtility`;
-    ``max_cost_usd`` caps each query's expected spend (None: no cap); ``max_calls`` the chain's length.
+    ``max_cost_usd`` caps each query's expected spend (None: no cap); ``max_calls`` the chain's length;
+    ``opening`` multiplies the weight of cost in the first call's choice (see the module).
     """
 
     def __init__(self, willingness_to_pay: float = 0.0, resolve: float = 0.5, difficulty: float = 0.5,
-                 max_cost_usd: float | None = None, max_calls: int = 3):
-        if not (willingness_to_pay >= 0 and 0 <= resolve <= 1 and difficulty >= 0 and max_calls >= 1):
-            raise CrossroadsError("cascade routing: need willingness_to_pay >= 0, resolve in [0, 1], difficulty >= 0 "
-                                  f"and max_calls >= 1; got {willingness_to_pay}, {resolve}, {difficulty}, {max_calls}")
+                 max_cost_usd: float | None = None, max_calls: int = 3, opening: float = 1.0):
+        if not (willingness_to_pay >= 0 and 0 <= resolve <= 1 and difficulty >= 0 and max_calls >= 1
+                and opening >= 1):
+            raise CrossroadsError("cascade routing: need willingness_to_pay >= 0, resolve in [0, 1], difficulty >= 0, "
+                                  f"max_calls >= 1 and opening >= 1; got {willingness_to_pay}, {resolve}, "
+                                  f"{difficulty}, {max_calls}, {opening}")
         if max_cost_usd is not None and not max_cost_usd > 0:
             raise CrossroadsError(f"cascade routing: max_cost_usd must be > 0 US$, got {max_cost_usd}")
         self.willingness_to_pay = willingness_to_pay
@@ -82,6 +87,7 @@ class CascadeRouting(CascadePolicy):
         self.difficulty = difficulty
         self.max_cost_usd = max_cost_usd
         self.max_calls = max_calls
+        self.opening = opening
 
     def expected_quality(self, prior: np.ndarray, called: np.ndarray, trust: np.ndarray) -> np.ndarray:
         """Each model's prior, moved by the answers seen so far (see the module)."""
@@ -97,7 +103,8 @@ class CascadeRouting(CascadePolicy):
         b = self.expected_quality(prior, called, trust)
         resolve = self.resolve if readable is None else self.resolve * np.asarray(readable, dtype=float)[:, None]
         gain = np.maximum(a, b) + resolve * (np.minimum(a, b) - a * b) - a
-        value = gain - self.willingness_to_pay * expected_cost_usd
+        weight = np.where(none_yet, self.opening * self.willingness_to_pay, self.willingness_to_pay)[:, None]
+        value = gain - weight * expected_cost_usd
         blocked = called.copy() if allowed is None else called | ~allowed
         if self.max_cost_usd is not None:
             over = spent_usd[:, None] + expected_cost_usd > self.max_cost_usd
@@ -207,6 +214,35 @@ def outcome(called: np.ndarray, order: np.ndarray, trust: np.ndarray, true_quali
         cost_usd=np.where(called, true_cost_usd, 0.0).sum(1),
         latency_s=np.where(called, latency_s, 0.0).sum(1),
     )
+
+
+def answer_groups(answers: Answers, min_queries: int = 100) -> np.ndarray:
+    """Each query's group, for settings that depend on how much its answers can tell: its answer kind, and for
+    multiple choice its number of options (2, 3, 4, or 5 and more; with two, cheap models agree by chance half
+    the time).  Groups of fewer than ``min_queries`` queries are pooled as ``other``."""
+    groups = np.array([kind if kind != "choice" else f"choice-{min(int(options), 5)}"
+                       for kind, options in zip(answers.kinds, answers.options)], dtype=object)
+    names, counts = np.unique(groups, return_counts=True)
+    small = names[counts < min_queries]
+    return np.where(np.isin(groups, small), "other", groups)
+
+
+def replay_by_group(policies: Mapping[str, CascadePolicy], groups: np.ndarray, verifier: Verifier, answers: Answers,
+                    prior: np.ndarray, expected_cost_usd: np.ndarray, true_quality: np.ndarray,
+                    true_cost_usd: np.ndarray, latency_s: np.ndarray | None = None) -> CascadeOutcome:
+    """:func:`replay` with each query's policy ``policies[groups[i]]`` (queries are independent: a replay per group)."""
+    n, m = np.shape(prior)
+    expected = np.broadcast_to(np.asarray(expected_cost_usd, dtype=np.float64), (n, m))
+    called, order = np.zeros((n, m), dtype=bool), np.full((n, m), -1)
+    answered, quality, cost, latency = np.zeros(n, dtype=int), np.zeros(n), np.zeros(n), np.zeros(n)
+    for group in np.unique(groups):
+        rows = np.flatnonzero(groups == group)
+        part = replay(policies[group], verifier, answers.subset(rows), prior[rows], expected[rows],
+                      true_quality[rows], true_cost_usd[rows], None if latency_s is None else latency_s[rows])
+        called[rows], order[rows, : part.order.shape[1]], answered[rows] = part.called, part.order, part.answered
+        quality[rows], cost[rows], latency[rows] = part.quality, part.cost_usd, part.latency_s
+    steps = max(1, int((order >= 0).sum(1).max(initial=0)))
+    return CascadeOutcome(called, order[:, :steps], answered, quality, cost, latency)
 
 
 def replay_fixed_sweep(chain: Sequence[int], thresholds: np.ndarray, verifier: Verifier, answers: Answers,

@@ -16,10 +16,12 @@ Per outer fold, everything a cascade uses is learned on the training queries onl
   best model's mean cost: the cost-quality frontier and the best few) then the best model,
   the one whose threshold sweep has the highest AIQ on the training queries.
 
-Cascade routing's ``resolve`` (how much a second opinion is worth, see
-:mod:`crossroads.evaluate.cascade`) is chosen per willingness to pay on the training queries
-(the value of :data:`RESOLVES` with the best mean quality - willingness to pay x cost there)
-unless given.  The curve of cascade routing sweeps the willingness to pay over one grid shared by all folds
+Cascade routing's ``resolve`` (how much a second opinion is worth), ``opening`` (how much
+cheaper than the router it starts) and ``difficulty`` (how far answers seen move the other
+models' expected quality; see :mod:`crossroads.evaluate.cascade`) are chosen per willingness to
+pay and per answer group (kind and number of options, :func:`~crossroads.evaluate.cascade.answer_groups`)
+on the training queries, unless given: each in turn, the value with the best mean quality -
+willingness to pay x cost there (:func:`calibrated_policies`).  The curve of cascade routing sweeps the willingness to pay over one grid shared by all folds
 (0, then :data:`WTP_POINTS` values log-spaced from 0.001 to 100 quality points per median
 expected cost of the dearest model); the fixed
 cascade sweeps its threshold over :data:`THRESHOLDS`.  Only queries with every model's
@@ -28,6 +30,7 @@ outcome recorded are replayed (``RoutingDataset.complete_rows``).
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -36,11 +39,11 @@ import numpy as np
 from crossroads.data.dataset import RoutingDataset
 from crossroads.errors import CrossroadsError
 from crossroads.evaluate import metrics
-from crossroads.evaluate.cascade import CascadeRouting, replay, replay_fixed_sweep
+from crossroads.evaluate.cascade import CascadeRouting, answer_groups, replay_by_group, replay_fixed_sweep
 from crossroads.evaluate.harness import Entry, cross_validated_predictions
 from crossroads.evaluate.latency import latency_matrix
 from crossroads.evaluate.splits import cross_validation_splits
-from crossroads.grading.verifiers import VERIFIERS, Answers
+from crossroads.grading.verifiers import VERIFIERS, Answers, Verifier
 from crossroads.objective.cost import ExpectedCost, prompt_tokens
 from crossroads.registry import Spec
 from crossroads.routers import ROUTERS
@@ -48,6 +51,10 @@ from crossroads.routers import ROUTERS
 KINDS = ("routing", "fixed")
 #: The values of cascade routing's ``resolve`` tried on the training queries at each willingness to pay.
 RESOLVES = (0.0, 0.1, 0.25, 0.5)
+#: ... of its ``opening``.
+OPENINGS = (1.0, 4.0, 16.0, 64.0)
+#: ... and of its ``difficulty``.
+DIFFICULTIES = (0.0, 0.5, 1.0)
 WTP_POINTS = 40
 THRESHOLDS = np.r_[np.linspace(0.0, 1.0, 41), 1.01]
 #: Cheap chain members: models under this share of the best model's mean cost, at most MAX_CHEAP of them.
@@ -111,18 +118,24 @@ def evaluate_cascades(
     embeddings: np.ndarray,
     *,
     router: str | Spec = "knn",
-    verifier: str | Spec = "learned",
+    verifier: str | Spec | Verifier = "learned",
     folds: int = 5,
     seed: int = 0,
     inner_folds: int = 3,
     embedder: str = "",
     resolve: float | None = None,
-    difficulty: float = 0.5,
+    opening: float | None = None,
+    difficulty: float | None = None,
     max_calls: int = 3,
     max_cost_usd: float | None = None,
     on_step: Callable[[str], None] | None = None,
+    answers: Answers | None = None,
 ) -> list[CascadeCurve]:
-    """Cross-validate each cascade of ``kinds`` (``routing``, ``fixed``) on ``dataset``; see the module."""
+    """Cross-validate each cascade of ``kinds`` (``routing``, ``fixed``) on ``dataset``; see the module.
+
+    ``verifier`` may be a Verifier itself (a fresh copy is fitted per fold); ``answers`` replaces what the
+    verifier reads of the dataset's responses (for a bound: a verifier reading the recorded quality).
+    """
     unknown = [kind for kind in kinds if kind not in KINDS]
     if unknown:
         raise CrossroadsError(f"unknown cascade {unknown[0]!r}; cascades: {', '.join(KINDS)}")
@@ -131,9 +144,11 @@ def evaluate_cascades(
                               "pass dataset.complete_rows()")
     if dataset.n_models < 2:
         raise CrossroadsError("a cascade needs a pool of at least two models")
-    spec, verifier_spec = ROUTERS.spec(router), VERIFIERS.spec(verifier)
+    spec = ROUTERS.spec(router)
+    verifier_spec = None if isinstance(verifier, Verifier) else VERIFIERS.spec(verifier)
     n = dataset.n_queries
-    answers = Answers.from_dataset(dataset)
+    answers = answers or Answers.from_dataset(dataset)
+    groups = answer_groups(answers)
     latency = latency_matrix(dataset)
     tokens = prompt_tokens(dataset.prompts, dataset.full_prompts)
     splits = list(cross_validation_splits(n, folds, seed))
@@ -148,7 +163,7 @@ def evaluate_cascades(
     results = {kind: {what: np.zeros(shape[kind]) for what in ("quality", "cost", "latency", "calls")}
                for kind in kinds}
     chains: list[list[str]] = []
-    label = f"{verifier_spec.label}+{spec.label}"
+    label = f"{verifier.name if verifier_spec is None else verifier_spec.label}+{spec.label}"
     for k, split in enumerate(splits):
         train, test = split.train, split.test
         cost_model = ExpectedCost.fit(tokens[train], dataset.cost_usd[train])
@@ -159,17 +174,17 @@ def evaluate_cascades(
         inner = list(cross_validation_splits(len(train), min(inner_folds, len(train)), seed))
         train_prior, _ = cross_validated_predictions(spec, dataset.subset(train), embeddings[train], inner,
                                                      embedder=embedder)
-        judge = VERIFIERS.build(verifier_spec).fit(answers.subset(train), train_prior, train_cost,
-                                                   dataset.quality[train], seed=seed + k)
+        fresh = copy.deepcopy(verifier) if verifier_spec is None else VERIFIERS.build(verifier_spec)
+        judge = fresh.fit(answers.subset(train), train_prior, train_cost, dataset.quality[train], seed=seed + k)
         test_args = (judge, answers.subset(test), prior, expected[test], dataset.quality[test],
                      dataset.cost_usd[test], latency[test])
         for kind in kinds:
             if kind == "routing":
-                resolves = np.full(len(grid), resolve) if resolve is not None else calibrated_resolve(
-                    grid, (judge, answers.subset(train), train_prior, train_cost, dataset.quality[train],
-                           dataset.cost_usd[train], latency[train]), difficulty, max_cost_usd, max_calls)
-                outcomes = [replay(CascadeRouting(wtp, r, difficulty, max_cost_usd, max_calls), *test_args)
-                            for wtp, r in zip(grid, resolves)]
+                train_args = (judge, answers.subset(train), train_prior, train_cost, dataset.quality[train],
+                              dataset.cost_usd[train], latency[train])
+                calibrated = calibrated_policies(grid, train_args, difficulty, max_cost_usd, max_calls, resolve,
+                                                 opening, groups[train])
+                outcomes = [replay_by_group(policies, groups[test], *test_args) for policies in calibrated]
             else:
                 chain = best_chain(judge, answers.subset(train), train_prior, train_cost, dataset.quality[train],
                                    dataset.cost_usd[train])
@@ -186,16 +201,74 @@ def evaluate_cascades(
                          chains if kind == "fixed" else []) for kind in kinds]
 
 
-def calibrated_resolve(grid: np.ndarray, train_args: tuple, difficulty: float, max_cost_usd: float | None,
-                       max_calls: int) -> np.ndarray:
-    """For each willingness to pay, the :data:`RESOLVES` value whose replay on the training queries has the
-    highest mean utility (quality - willingness to pay x cost)."""
-    utility = np.empty((len(RESOLVES), len(grid)))
-    for r, resolve in enumerate(RESOLVES):
-        for p, wtp in enumerate(grid):
-            result = replay(CascadeRouting(wtp, resolve, difficulty, max_cost_usd, max_calls), *train_args)
-            utility[r, p] = result.quality.mean() - wtp * result.cost_usd.mean()
-    return np.asarray(RESOLVES)[utility.argmax(0)]
+def fit_verifier(dataset: RoutingDataset, embeddings: np.ndarray, *, router: str | Spec = "knn",
+                 verifier: str | Spec = "learned", folds: int = 5, seed: int = 0, embedder: str = ""):
+    """``verifier`` fitted on every query of ``dataset`` whose outcomes are all recorded, for serving.
+
+    As in :func:`evaluate_cascades`, it reads priors of ``router`` cross-validated over ``folds`` (never a
+    prior from a router that trained on the query) and the expected cost fitted on the recorded costs.
+    """
+    if dataset.responses is None:
+        raise CrossroadsError("the dataset keeps no responses, and a verifier learns from reading them: use a set "
+                              "with responses (routerbench, routellm gsm8k, mmlu-pro with ,responses=true)")
+    complete = ~(np.isnan(dataset.quality).any(1) | np.isnan(dataset.cost_usd).any(1))
+    if complete.sum() < 3:
+        raise CrossroadsError(f"{int(complete.sum())} queries have every model's outcome: too few to fit a verifier")
+    dataset, embeddings = dataset.subset(complete), embeddings[complete]
+    tokens = prompt_tokens(dataset.prompts, dataset.full_prompts)
+    splits = list(cross_validation_splits(dataset.n_queries, min(folds, dataset.n_queries), seed))
+    prior, _ = cross_validated_predictions(ROUTERS.spec(router), dataset, embeddings, splits, embedder=embedder)
+    cost = ExpectedCost.fit(tokens, dataset.cost_usd).predict(tokens)
+    return VERIFIERS.build(VERIFIERS.spec(verifier)).fit(Answers.from_dataset(dataset), prior, cost,
+                                                           dataset.quality, seed=seed)
+
+
+def calibrated_policies(grid: np.ndarray, train_args: tuple, difficulty: float | None, max_cost_usd: float | None,
+                        max_calls: int, resolve: float | None = None, opening: float | None = None,
+                        groups: np.ndarray | None = None) -> list[dict[str, CascadeRouting]]:
+    """Cascade routing at each willingness to pay of ``grid``, per answer group of the training queries (``groups``,
+    see :func:`~crossroads.evaluate.cascade.answer_groups`; None: one group, ``all``).
+
+    Each group's ``resolve``, ``opening`` and ``difficulty`` (those given as None) are chosen in turn, from
+    :data:`RESOLVES`, :data:`OPENINGS` and :data:`DIFFICULTIES`, as the value whose replay on the group's training
+    queries has the highest mean utility (quality - willingness to pay x cost), the others held at their defaults
+    (0.5, 1, 0.5) or their values chosen so far; a value stays unless another does strictly better.  Queries are
+    independent, so one replay per candidate value serves every group.
+    """
+    n_train = len(train_args[2])
+    groups = np.full(n_train, "all", dtype=object) if groups is None else np.asarray(groups, dtype=object)
+    names = list(np.unique(groups))
+    given = {"resolve": resolve, "opening": opening, "difficulty": difficulty}
+    searched = {"resolve": RESOLVES, "opening": OPENINGS, "difficulty": DIFFICULTIES}
+    defaults = {"resolve": 0.5, "opening": 1.0, "difficulty": 0.5}
+
+    def policies(wtp: float, settings: dict[str, dict]) -> dict[str, CascadeRouting]:
+        return {g: CascadeRouting(wtp, max_cost_usd=max_cost_usd, max_calls=max_calls, **settings[g]) for g in names}
+
+    def best(wtp: float, chosen: dict[str, dict], key: str) -> dict[str, dict]:
+        values = searched[key]
+        utility = np.empty((len(values), len(names)))
+        for v, value in enumerate(values):
+            result = replay_by_group(policies(wtp, {g: {**chosen[g], key: value} for g in names}), groups,
+                                     *train_args)
+            gain = result.quality - wtp * result.cost_usd
+            utility[v] = [gain[groups == g].mean() for g in names]
+        picked = {}
+        for i, g in enumerate(names):
+            top = int(np.argmax(utility[:, i]))
+            now = values.index(chosen[g][key])
+            picked[g] = {**chosen[g], key: values[now] if utility[now, i] >= utility[top, i] - 1e-12 else values[top]}
+        return picked
+
+    calibrated = []
+    for wtp in grid:
+        start = {key: defaults[key] if value is None else value for key, value in given.items()}
+        chosen = {g: dict(start) for g in names}
+        for key in ("resolve", "opening", "difficulty"):
+            if given[key] is None:
+                chosen = best(wtp, chosen, key)
+        calibrated.append(policies(wtp, chosen))
+    return calibrated
 
 
 def candidate_chains(quality: np.ndarray, cost_usd: np.ndarray) -> list[list[int]]:

@@ -334,7 +334,7 @@ class LearnedVerifier(Verifier):
         if len(y) == 0:
             raise CrossroadsError("the learned verifier found no recorded outcome to learn from")
         self.mean_, self.scale_ = x.mean(0), x.std(0) + 1e-9
-        self.coef_ = _logistic(((x - self.mean_) / self.scale_), y, self.alpha, self.iterations)
+        self.coef_ = fit_logistic(((x - self.mean_) / self.scale_), y, self.alpha, self.iterations)
         return self
 
     def _score(self, answers, prior, expected_cost_usd, called):
@@ -350,14 +350,19 @@ class LearnedVerifier(Verifier):
         self.mean_, self.scale_, self.coef_ = arrays["mean"], arrays["scale"], arrays["coef"]
 
 
-def _logistic(x: np.ndarray, y: np.ndarray, alpha: float, iterations: int) -> np.ndarray:
-    """Intercept and weights of an L2-penalised logistic regression (Newton's method; soft labels allowed)."""
+def fit_logistic(x: np.ndarray, y: np.ndarray, alpha: float, iterations: int,
+                 offset: np.ndarray | float = 0.0, intercept_alpha: float = 0.0) -> np.ndarray:
+    """Intercept and weights of an L2-penalised logistic regression (Newton's method; soft labels allowed).
+
+    ``offset`` is added to every example's log-odds (fixed, not fitted): the weights then fit departures from it;
+    ``intercept_alpha`` penalises the intercept too (0: free).
+    """
     design = np.hstack([np.ones((len(x), 1)), x])
     w = np.zeros(design.shape[1])
     penalty = alpha * np.eye(len(w))
-    penalty[0, 0] = 0.0
+    penalty[0, 0] = intercept_alpha
     for _ in range(iterations):
-        p = 1.0 / (1.0 + np.exp(-(design @ w)))
+        p = 1.0 / (1.0 + np.exp(-(design @ w + offset)))
         gradient = design.T @ (p - y) + penalty @ w
         hessian = (design * (p * (1 - p))[:, None]).T @ design + penalty + 1e-9 * np.eye(len(w))
         step = np.linalg.solve(hessian, gradient)

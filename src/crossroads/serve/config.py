@@ -48,6 +48,28 @@ class ShadowConfig:
 
 
 @dataclass(frozen=True)
+class CascadeConfig:
+    """A route that may call several models per request and return the answer its verifier trusts most.
+
+    Cascade routing (:mod:`crossroads.serve.cascade`): the first call is the route's decision,
+    each next one the model whose expected gain in quality outweighs its cost under the route's
+    objective, given the router's predictions and the answers seen so far.  ``verifier`` is
+    ``agreement`` (untrained) or the path of a verifier file (``crossroads train --verifier-out``);
+    ``max_calls`` bounds the chain, ``max_cost_usd`` its expected cost per request (None: no
+    cap beyond the objective); ``resolve``, ``difficulty`` and ``opening`` are the policy's (see
+    :class:`crossroads.evaluate.cascade.CascadeRouting`): with ``opening`` above 1 the first
+    call goes to a cheaper model than the router would pick, since a doubtful answer can escalate.
+    """
+
+    verifier: str = "agreement"
+    max_calls: int = 3
+    max_cost_usd: float | None = None
+    resolve: float = 0.5
+    difficulty: float = 0.5
+    opening: float = 1.0
+
+
+@dataclass(frozen=True)
 class RouteConfig:
     """A named route: an online learner or a trained router, an objective, and its models.
 
@@ -60,7 +82,8 @@ class RouteConfig:
     requests answered by a candidate drawn uniformly instead of the route's choice, so that
     a deterministic route's log still supports off-policy estimates of other policies.
     ``shadow`` (:class:`ShadowConfig`) also calls other models on a share of requests, for
-    their outcomes alone.
+    their outcomes alone.  ``cascade`` (:class:`CascadeConfig`, on a router route) calls
+    models in turn and returns the answer its verifier trusts most.
     """
 
     name: str
@@ -73,6 +96,7 @@ class RouteConfig:
     explore: float = 0.0  # share of requests sent to a uniformly drawn candidate, in [0, 1)
     shadow: ShadowConfig | None = None
     budget: Budget | None = None  # US$ per day, week or month, paced or capped (crossroads.serve.budgets)
+    cascade: CascadeConfig | None = None  # call models in turn, judge each answer, return the most trusted one
 
 
 @dataclass(frozen=True)
@@ -397,9 +421,45 @@ def _route(name: Any, item: Any) -> RouteConfig:
             values["budget"] = parse_budget(values["budget"])
         except CrossroadsError as error:
             raise CrossroadsError(f"config: routes.{name}.budget: {error}") from None
+    if values.get("cascade") is not None:
+        values["cascade"] = _cascade(name, values["cascade"], values)
     if values.get("key", "none") not in ROUTE_KEYS:
         raise CrossroadsError(f"config: routes.{name}.key must be one of {', '.join(ROUTE_KEYS)}")
     return RouteConfig(name=name, **values)
+
+
+def _cascade(name: str, item: Any, route: dict[str, Any]) -> CascadeConfig:
+    """``routes.<name>.cascade`` checked against the rest of its route (``route``, already parsed)."""
+    where = f"config: routes.{name}.cascade"
+    values = _only({} if item is True else item, CascadeConfig, f"routes.{name}.cascade")
+    if route.get("router_file") is None or route.get("learner") is not None:
+        raise CrossroadsError(f"{where}: a cascade starts from a router's predictions and decides by itself: set "
+                              "`router_file` (e.g. default) and no `learner`")
+    if "rule" in route:
+        raise CrossroadsError(f"{where}: a cascade chooses by the route's objective; drop `rule`")
+    objective = route.get("objective") or Objective()
+    if objective.latency or not objective.quality:
+        raise CrossroadsError(f"{where}: a cascade weighs quality against cost; the objective {objective} must weigh "
+                              "quality and not latency (a chain's latency is the sum of its calls)")
+    verifier = values.get("verifier", "agreement")
+    if not isinstance(verifier, str) or not (verifier == "agreement" or Path(verifier).is_file()):
+        raise CrossroadsError(f"{where}.verifier must be `agreement` or the path of a verifier file written by "
+                              f"`crossroads train --verifier-out`; got {verifier!r}")
+    calls = values.get("max_calls", 3)
+    if isinstance(calls, bool) or not isinstance(calls, int) or calls < 1:
+        raise CrossroadsError(f"{where}.max_calls must be an integer >= 1 (models called per request), got {calls!r}")
+    cap = values.get("max_cost_usd")
+    if cap is not None and (isinstance(cap, bool) or not isinstance(cap, (int, float)) or not 0 < cap < math.inf):
+        raise CrossroadsError(f"{where}.max_cost_usd must be a positive number of US$ per request, got {cap!r}")
+    for key in ("resolve", "difficulty"):
+        value = values.get(key, 0.5)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
+            raise CrossroadsError(f"{where}.{key} must be a number in [0, 1], got {value!r}")
+    opening = values.get("opening", 1.0)
+    if isinstance(opening, bool) or not isinstance(opening, (int, float)) or not 1 <= opening < math.inf:
+        raise CrossroadsError(f"{where}.opening must be a number >= 1 (how many times the cost weighs in the first "
+                              f"call's choice; 1: the router's pick), got {opening!r}")
+    return CascadeConfig(**values)
 
 
 def _shadow(name: str, item: Any) -> ShadowConfig | None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import threading
 import time
+from concurrent.futures import Future
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any
@@ -30,8 +31,8 @@ from crossroads.store.keys import period, store_keys
 
 #: The page's files, served from the package; nothing is fetched from elsewhere.
 ASSETS = {"app.js": "text/javascript", "app.css": "text/css"}
-#: A report the dashboard built is reused this long (seconds) for the same window, so that views and reloads
-#: do not each read the whole store.
+#: A report the dashboard built is reused this long (seconds, from when it is ready) for the same window, so that
+#: views and reloads do not each read the whole store.
 REPORT_TTL_S = 5.0
 #: Bootstrap replicates of the dashboard's intervals (``crossroads report``'s default, so the figures agree).
 REPORT_REPLICATES = 200
@@ -61,6 +62,7 @@ class Dashboard:
     def __init__(self, server: Any):
         self.server = server
         self._reports: dict[tuple, tuple[float, dict[str, Any]]] = {}
+        self._building: dict[tuple, Future] = {}  # the reports being built, by window
         self._reports_lock = threading.Lock()
 
     def endpoints(self) -> list[tuple[str, str, Any, list[str]]]:
@@ -137,15 +139,38 @@ class Dashboard:
         return JSONResponse({"report": report, "live": self.live() if viewer.admin else None})
 
     def _report(self, window: dict[str, Any]) -> dict[str, Any]:
-        key, now = tuple(sorted(window.items())), time.monotonic()
+        """The window's report: cached, or being built for another request (wait for it), or built now.
+
+        Built through the store's reader (a second connection), so that a report reading a million decisions never
+        makes writes or the readiness probe wait.  The reader serves one query at a time, so reports of different
+        windows read the store one after the other; each window's is built once, however many ask for it meanwhile.
+        """
+        key = tuple(sorted(window.items()))
         with self._reports_lock:
             hit = self._reports.get(key)
-        if hit is not None and now - hit[0] < REPORT_TTL_S:
-            return hit[1]
-        report = build_report(self.gateway.store, replicates=REPORT_REPLICATES, **window)
+            if hit is not None and time.monotonic() - hit[0] < REPORT_TTL_S:
+                return hit[1]
+            building = self._building.get(key)
+            if building is None:
+                building = self._building[key] = Future()
+                builder = True
+            else:
+                builder = False
+        if not builder:
+            return building.result()  # or raises what building it raised
+        try:
+            report = build_report(self.gateway.store.reader(), replicates=REPORT_REPLICATES, **window)
+        except BaseException as error:
+            with self._reports_lock:
+                del self._building[key]
+            building.set_exception(error)
+            raise
         with self._reports_lock:
+            now = time.monotonic()
             self._reports = {k: v for k, v in self._reports.items() if now - v[0] < REPORT_TTL_S}
             self._reports[key] = (now, report)
+            del self._building[key]
+        building.set_result(report)
         return report
 
     def live(self) -> dict[str, Any]:
@@ -240,7 +265,8 @@ class Dashboard:
         page, per_page = int(1 if page is None else page), int(50 if per_page is None else per_page)
         found = await anyio.to_thread.run_sync(lambda: search_decisions(
             self.gateway.store, query=request.query_params.get("q") or None,
-            route=request.query_params.get("route") or None, team=viewer.team, page=page, per_page=per_page))
+            route=request.query_params.get("route") or None, team=viewer.team,
+            cursor=request.query_params.get("cursor") or None, page=page, per_page=per_page))
         return JSONResponse(found)
 
     async def decision(self, request: Request) -> Response:

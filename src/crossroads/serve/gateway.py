@@ -22,6 +22,7 @@ from crossroads.errors import CrossroadsError
 from crossroads.objective import LinearReward, parse_objective
 from crossroads.objective.cost import ASSUMED_OUTPUT_TOKENS, NOMINAL_TOKENS_IN
 from crossroads.serve.budgets import Budgets
+from crossroads.serve.cascade import Call, Chain
 from crossroads.serve.config import ServeConfig
 from crossroads.serve.learning import RouteLearners
 from crossroads.serve.metrics import Metrics
@@ -151,11 +152,14 @@ class Gateway:
         self.health = Health(config.cooldown_s, config.failures_before_cooldown)
         self.shadow = ShadowCalls(config, self.providers, self.store, self.metrics)
         self.routes.budgets = Budgets(config.routes, config.store, self.store, self.metrics)
+        self.cascades = self.routes.cascades
         self._decision_waiters = 0  # feedback requests waiting for their decision (see _awaited_decision)
         # 16 prompts embedded at once ran 32 onnxruntime threads on 2 cores, and a request needing no embedding
         # waited 10x longer for its share of the CPU (benchmarks/chaos.py); queued, they take their turns
         self._embedding = asyncio.Semaphore(1)
         self.learners.restore(self.store)
+        for cascade in self.cascades.values():
+            cascade.refit(self.store)
         self.store.record_pool({model.name: (model.price_per_mtok_in, model.price_per_mtok_out)
                                 for model in config.models})
 
@@ -214,8 +218,11 @@ class Gateway:
 
     # -- calling -----------------------------------------------------------------------
     async def complete(self, request: ChatRequest) -> tuple[Choice, dict[str, Any]]:
-        """The answer of the first ranked model that gives one, in OpenAI's wire format."""
+        """The answer of the first ranked model that gives one (on a cascade route, the answer its chain trusts
+        most), in OpenAI's wire format."""
         choice = await self.decide(request)
+        if choice.kind == "cascade":
+            return choice, await self._cascade(request, choice)
         attempts = self._attempts(choice)
         for model in choice.ranking:
             if attempts.remaining_s() <= 0:
@@ -250,8 +257,11 @@ class Gateway:
     async def open_stream(self, request: ChatRequest, choice: Choice) -> AsyncIterator[dict[str, Any]]:
         """The stream of the first model of ``choice.ranking`` that sends its first chunk before the deadline.
 
-        The request deadline bounds the wait for the first chunk, not the stream after it.
+        The request deadline bounds the wait for the first chunk, not the stream after it.  A cascade route's
+        answer is streamed once its chain has accepted it (its calls are not streamed).
         """
+        if choice.kind == "cascade":
+            return _as_stream(await self._cascade(request, choice))
         attempts = self._attempts(choice)
         try:
             for model in choice.ranking:
@@ -303,6 +313,72 @@ class Gateway:
             self._finish(attempts, request, usage, "".join(texts), status)
             if status in ("ok", "broken"):  # the client read the stream to its end
                 self.shadow.after_answer(attempts.choice.decision_id, attempts.choice.route, request, model)
+
+    async def _cascade(self, request: ChatRequest, choice: Choice) -> dict[str, Any]:
+        """Run a cascade route's chain (:mod:`crossroads.serve.cascade`) and return the answer trusted most.
+
+        Every call is priced, counted and kept in the outcome's ``calls``; the outcome's cost is their sum (what
+        a key's budget is charged).  A failed call costs nothing and the chain goes on without that model.
+        """
+        assert choice.options is not None
+        quality, expected = choice.options
+        chain = self.cascades[choice.route].chain(
+            [m for m in choice.ranking if m in quality], quality, expected, choice.objective, request.text,
+            request.overrides.category, choice.model, (choice.budget or {}).get("willingness_to_pay"),
+            request.overrides.max_cost_usd)
+        attempts, answers = self._attempts(choice), {}
+        try:
+            while attempts.remaining_s() > 0 and (model := chain.next()) is not None:
+                self._attempt(attempts, model)
+                started_s = time.perf_counter()
+                try:
+                    answer = await self._before_deadline(attempts, model, self.providers[model].complete(
+                        self._body(request, model)))
+                except UpstreamError as error:
+                    self._failed(attempts, model, error)
+                    chain.add(Call(model, "failed", latency_s=time.perf_counter() - started_s, error=str(error)))
+                    continue
+                self.health.succeeded(model)
+                text = "".join(message_text(c.get("message") or {}) for c in answer["choices"] if isinstance(c, dict))
+                tokens_in, tokens_out, cost_usd = self._price(request, model, answer.get("usage") or {}, text)
+                latency_s = time.perf_counter() - started_s
+                self._count(model, latency_s, None, tokens_in, tokens_out, cost_usd)
+                attempts.span.set(outcome="ok", tokens_in=tokens_in, tokens_out=tokens_out, cost_usd=cost_usd)
+                attempts.span.end()
+                chain.add(Call(model, "ok", cost_usd, latency_s, tokens_in, tokens_out, text))
+                answers[model] = answer
+        except asyncio.CancelledError:  # the client went away (or the server stops) mid-chain: what ran is charged
+            self._record_chain(attempts, chain, "disconnected")
+            raise
+        accepted = chain.accepted
+        if accepted is None:
+            self._give_up(attempts, request)
+        attempts.model = accepted.model
+        cost_usd = self._record_chain(attempts, chain, "ok")
+        answer = answers[accepted.model]
+        answer["model"] = accepted.model
+        answer["crossroads"] = {**choice.to_dict(), "model": accepted.model, "cost_usd": cost_usd,
+                                "fallbacks_used": len(attempts.errors),
+                                "cascade": {"calls": [call.as_dict() for call in chain.calls]}}
+        self.shadow.after_answer(choice.decision_id, choice.route, request, accepted.model)
+        await self.written()
+        return answer
+
+    def _record_chain(self, attempts: Attempts, chain: Chain, status: str) -> float:
+        """Record a cascade's outcome: the returned answer's model, text and tokens (what the client got, which
+        reports price other models on), every call, and their summed cost (what was paid)."""
+        cost_usd = sum(call.cost_usd or 0.0 for call in chain.calls if call.status == "ok")
+        accepted = chain.accepted
+        self.store.record_outcome(
+            attempts.choice.decision_id, model=attempts.model or attempts.choice.model, status=status,
+            cost_usd=cost_usd, latency_s=time.perf_counter() - attempts.started_s, ttft_s=None,
+            tokens_in=None if accepted is None else accepted.tokens_in,
+            tokens_out=None if accepted is None else accepted.tokens_out,
+            fallbacks=len(attempts.errors), error="; ".join(str(e) for e in attempts.errors) or None,
+            response=accepted.text if accepted is not None and self.config.store_prompts else None,
+            calls=[call.as_dict(text=self.config.store_prompts) for call in chain.calls])
+        self.routes.budgets.settled(attempts.choice.decision_id, cost_usd)
+        return cost_usd
 
     def _attempts(self, choice: Choice) -> Attempts:
         attempts = Attempts(choice)
@@ -356,13 +432,28 @@ class Gateway:
         attempts.model = model
         self.health.succeeded(model)
 
+    def _price(self, request: ChatRequest, model: str, usage: dict[str, Any], text: str) -> tuple[int, int, float]:
+        """Tokens in and out of ``model``'s answer, and what it cost."""
+        tokens_in, tokens_out = answer_tokens(usage, request, text)
+        return tokens_in, tokens_out, self.config.model(model).cost_usd(tokens_in, tokens_out or 0)
+
+    def _count(self, model: str, latency_s: float, ttft_s: float | None, tokens_in: int | None,
+               tokens_out: int | None, cost_usd: float | None) -> None:
+        """Count one answered call in the metrics."""
+        self.metrics.upstream_latency.labels(model).observe(latency_s)
+        if ttft_s is not None:
+            self.metrics.time_to_first_token.labels(model).observe(ttft_s)
+        self.metrics.tokens.labels(model, "in").inc(tokens_in or 0)
+        self.metrics.tokens.labels(model, "out").inc(tokens_out or 0)
+        self.metrics.cost.labels(model).inc(cost_usd or 0.0)
+
     def _finish(self, attempts: Attempts, request: ChatRequest, usage: dict[str, Any], text: str,
                 status: str) -> dict[str, Any]:
         """Price and time the call, record its outcome and count it in the metrics."""
         latency_s = time.perf_counter() - attempts.started_s
         model = attempts.model or attempts.choice.model
-        tokens_in, tokens_out = (None, None) if status == "failed" else answer_tokens(usage, request, text)
-        cost_usd = None if tokens_in is None else self.config.model(model).cost_usd(tokens_in, tokens_out or 0)
+        tokens_in, tokens_out, cost_usd = (None, None, None) if status == "failed" else self._price(
+            request, model, usage, text)
         error = "; ".join(str(e) for e in attempts.errors) or None
         self.store.record_outcome(
             attempts.choice.decision_id, model=model, status=status, cost_usd=cost_usd, latency_s=latency_s,
@@ -376,12 +467,7 @@ class Gateway:
             attempts.span.fail(status)
         attempts.span.end()  # a stream's when it ends (_relay)
         if status != "failed":
-            self.metrics.upstream_latency.labels(model).observe(latency_s)
-            if attempts.ttft_s is not None:
-                self.metrics.time_to_first_token.labels(model).observe(attempts.ttft_s)
-            self.metrics.tokens.labels(model, "in").inc(tokens_in or 0)
-            self.metrics.tokens.labels(model, "out").inc(tokens_out or 0)
-            self.metrics.cost.labels(model).inc(cost_usd or 0.0)
+            self._count(model, latency_s, attempts.ttft_s, tokens_in, tokens_out, cost_usd)
         return {"cost_usd": cost_usd, "latency_s": latency_s}
 
     # -- learning -------------------------------------------------------------------------
@@ -444,6 +530,8 @@ class Gateway:
                 return earlier
             raise
         self.metrics.feedback.labels(decision["route"]).inc()
+        if route in self.cascades and quality is not None:  # teaches the cascade how far to trust its verifier
+            self.cascades[route].learned(self.store)
         applied = 0
         if learning:  # 1 once the learner holds it, whether this sync applied it or a concurrent one did
             self.learners.sync(self.store, until=seq)
@@ -584,6 +672,22 @@ def _spool(config: ServeConfig) -> Spool:
         kind, where = parse_store_url(config.store)
         path = f"{where}.spool" if kind == "sqlite" and where != ":memory:" else "crossroads-spool"
     return Spool(path, int(config.store_spool_max_mb * 1_000_000))
+
+
+async def _as_stream(answer: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+    """A whole answer as the chunks of a stream: each choice's text in one chunk (the first carries the
+    ``crossroads`` field, as a relayed stream's does), then one with the finish reasons and the usage."""
+    head = {"object": "chat.completion.chunk", **{key: answer[key] for key in ("id", "created", "model")
+                                                     if key in answer}}
+    choices = [choice for choice in answer.get("choices") or [] if isinstance(choice, dict)]
+    for n, choice in enumerate(choices):
+        delta = {"role": "assistant", "content": message_text(choice.get("message") or {})}
+        yield {**head, **({"crossroads": answer["crossroads"]} if n == 0 else {}),
+               "choices": [{"index": choice.get("index", n), "delta": delta, "finish_reason": None}]}
+    yield {**head, "choices": [{"index": choice.get("index", n), "delta": {},
+                                "finish_reason": choice.get("finish_reason") or "stop"}
+                               for n, choice in enumerate(choices)],
+           **({"usage": answer["usage"]} if answer.get("usage") else {})}
 
 
 def _resolve(done: asyncio.Future) -> None:

@@ -31,6 +31,7 @@ from crossroads.objective.cost import ASSUMED_OUTPUT_TOKENS, NOMINAL_TOKENS_IN, 
 from crossroads.objective.rules import MaxReward, make_rule, parse_routellm_model, route_strong_weak
 from crossroads.routers.pool import PooledRouter
 from crossroads.serve.budgets import scope_name
+from crossroads.serve.cascade import ServedCascade
 from crossroads.serve.config import ModelConfig, RouteConfig, ServeConfig
 from crossroads.serve.learning import RouteLearners
 from crossroads.serve.requests import BadRequest, Overrides
@@ -51,7 +52,7 @@ class Choice:
 
     decision_id: str
     route: str
-    kind: str  # model, learner, router, routellm
+    kind: str  # model, learner, router, cascade, routellm
     ranking: list[str]
     objective: Objective
     reason: str
@@ -93,6 +94,7 @@ class Routes:
         self._rng = np.random.default_rng() if rng is None else rng
         self._rng_lock = threading.Lock()
         self.budgets: Any = None  # crossroads.serve.budgets.Budgets, set by the gateway
+        self.cascades = {route.name: ServedCascade(route) for route in config.routes if route.cascade is not None}
 
     @property
     def names(self) -> list[str]:
@@ -124,6 +126,8 @@ class Routes:
             choice, own = self._learn(decision_id, route, candidates, objective, text, overrides)
         else:
             choice, own = self._predict(decision_id, route, candidates, objective, text, overrides.category)
+            if route.cascade is not None:  # the decision names the first call; the gateway runs the chain
+                choice = self._first_call(route, choice)
         scopes = [*([route.name] if self.budgets is not None and route.name in self.budgets else []), *payers]
         if scopes:
             choice, own = self._pace(scopes, choice, text)
@@ -219,6 +223,16 @@ class Routes:
         choice = Choice(decision_id, route.name, "router", ranking.models, objective, reason, probability=1.0,
                         scores=ranking.scores, options=(ranking.predicted_quality, ranking.expected_cost_usd))
         return choice, {best: 1.0}
+
+    def _first_call(self, route: RouteConfig, choice: Choice) -> Choice:
+        """A cascade route's decision: its ranking puts the cascade policy's first call first."""
+        assert choice.options is not None and route.cascade is not None
+        quality, cost = choice.options
+        ranking = self.cascades[route.name].first_ranking(choice.ranking, quality, cost, choice.objective)
+        opening = route.cascade.opening
+        reason = (f"cascade, first call {ranking[0]}" + (f" (cost weighed {opening:g} times)" if opening != 1 else "")
+                  + f"; the router alone: {choice.reason}")
+        return replace(choice, kind="cascade", ranking=ranking, reason=reason, probability=1.0)
 
     def _pace(self, scopes: list[str], choice: Choice, text: str) -> tuple[Choice, dict[str, float]]:
         """``choice`` re-ranked under the budgets of ``scopes`` (the route's, its key's and team's ``pace`` budgets):

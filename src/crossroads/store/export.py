@@ -1,8 +1,9 @@
 """A server's logged traffic as a routing dataset: what ``crossroads logs export`` writes and ``store:URL`` reads.
 
 One query per answered decision that has its prompt stored: the served answer under the model
-that gave it (a fallback's when one answered instead of the chosen model) and every shadow answer
-under its model, each with its label (feedback quality) where it has one.  ``served`` is the column
+that gave it (a fallback's when one answered instead of the chosen model), every shadow answer
+under its model, and on a cascade route every other answer the chain called (at its own cost),
+each with its label (feedback quality) where it has one.  ``served`` is the column
 of the model the route chose and ``propensity`` the probability it gave that choice, so that
 training and evaluation can weigh the partial feedback (see ``RoutingDataset``).
 
@@ -12,6 +13,7 @@ The store sits above the data layer, so ``store:URL`` specs are resolved here:
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass
 
@@ -39,12 +41,15 @@ class LogExport:
     labelled: int  # queries whose served answer has a quality
     shadow: int  # shadow answers kept
     shadow_labelled: int  # shadow answers with a quality
+    cascade: int = 0  # answers a cascade called but did not return
 
     @property
     def summary(self) -> str:
         """What was read, in one line for people."""
         return (f"{self.dataset.n_queries:,} queries ({self.labelled:,} with quality), {self.shadow:,} shadow "
-                f"outcomes ({self.shadow_labelled:,} with quality), {self.dataset.n_models} models; skipped "
+                f"outcomes ({self.shadow_labelled:,} with quality), "
+                + (f"{self.cascade:,} other answers of cascades, " if self.cascade else "")
+                + f"{self.dataset.n_models} models; skipped "
                 f"{self.without_prompt:,} decisions without a prompt and {self.failed:,} failed")
 
 
@@ -68,10 +73,10 @@ def read_logs(store: Store, *, route: str | None = None, since_s: float | None =
     ids, prompts, categories, sources, chosen, propensity = [], [], [], [], [], []
     cells: list[tuple[int, str, float | None, float | None, float | None, str | None]] = []
     row_of: dict[str, int] = {}
-    decisions = without_prompt = failed = labelled = 0
+    decisions = without_prompt = failed = labelled = cascade = 0
     for rows in store.logged_answers(**window):
         for decision_id, route_name, model, probability, category, prompt, answered, status, cost_usd, latency_s, \
-                response, quality in rows:
+                response, quality, calls in rows:
             decisions += 1
             if prompt is None:
                 without_prompt += 1
@@ -86,7 +91,16 @@ def read_logs(store: Store, *, route: str | None = None, since_s: float | None =
             sources.append(f"logs/{route_name}")
             chosen.append(model)
             propensity.append(_propensity(probability))
+            others = []
+            if calls is not None:  # a cascade: the outcome's cost is the chain's; each answer has its own
+                chain = [call for call in json.loads(calls) if call.get("status") == "ok"]
+                served = next((call for call in chain if call["model"] == answered), {})
+                cost_usd, latency_s = served.get("cost_usd", cost_usd), served.get("latency_s", latency_s)
+                others = [(row_of[decision_id], call["model"], None, call.get("cost_usd"), call.get("latency_s"),
+                           call.get("text")) for call in chain if call is not served]
             cells.append((row_of[decision_id], answered, quality, cost_usd, latency_s, response))
+            cells += others
+            cascade += len(others)
             labelled += quality is not None
     _check_some(decisions, without_prompt, window)
     shadow = shadow_labelled = 0
@@ -99,7 +113,7 @@ def read_logs(store: Store, *, route: str | None = None, since_s: float | None =
             shadow += 1
             shadow_labelled += quality is not None
     dataset = _dataset(store, ids, prompts, categories, sources, chosen, propensity, cells)
-    return LogExport(dataset, decisions, without_prompt, failed, labelled, shadow, shadow_labelled)
+    return LogExport(dataset, decisions, without_prompt, failed, labelled, shadow, shadow_labelled, cascade)
 
 
 def logged_dataset(store: Store, *, route: str | None = None, since_s: float | None = None,

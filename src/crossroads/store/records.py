@@ -9,6 +9,7 @@ The SQL that differs between the two databases lives in :mod:`crossroads.store.s
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import queue
@@ -96,6 +97,12 @@ MIGRATIONS: list[list[str]] = [
             SELECT k.team, s.period, SUM(s.spent_usd) FROM key_spend s JOIN keys k ON k.key_id = s.key_id
             GROUP BY k.team, s.period""",
     ],
+    [  # version 7: every model a cascade called for a decision, in order (JSON), beside the answer it returned
+        "ALTER TABLE outcomes ADD COLUMN calls TEXT",
+    ],
+    [  # version 8: a team's decisions newest first (the dashboard's decision log for a team key) without a scan
+        "CREATE INDEX decisions_team_created_s ON decisions (team, created_s)",
+    ],
 ]
 
 TABLES = ("decisions", "outcomes", "shadow_outcomes", "feedback", "learner_state", "pool", "rate_limits")
@@ -104,13 +111,13 @@ _DECISION_COLUMNS = (
     "client, key_id, team"
 )
 _OUTCOME_COLUMNS = (
-    "model, status, cost_usd, latency_s, ttft_s, tokens_in, tokens_out, fallbacks, error, response, created_s"
+    "model, status, cost_usd, latency_s, ttft_s, tokens_in, tokens_out, fallbacks, error, response, created_s, calls"
 )
 # ON CONFLICT DO NOTHING: a decision replayed from the spool may have been committed before the outage was noticed
 _INSERT_DECISION = (f"INSERT INTO decisions ({_DECISION_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
                     "ON CONFLICT (decision_id) DO NOTHING")
 _UPSERT_OUTCOME = (
-    f"INSERT INTO outcomes (decision_id, {_OUTCOME_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+    f"INSERT INTO outcomes (decision_id, {_OUTCOME_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
     "ON CONFLICT (decision_id) DO UPDATE SET "
     + ", ".join(f"{c} = excluded.{c}" for c in _OUTCOME_COLUMNS.split(", "))
 )
@@ -130,10 +137,11 @@ _SPOOL_KIND = {sql: kind for kind, sql in _SPOOLED.items()}
 
 
 def _from_spool(kind: str, params: tuple) -> tuple[str, tuple]:
-    """A spooled row as a statement and its values; a decision spooled by an older schema (fewer columns: the
-    newer ones were added at the end) gets None for the columns it lacks."""
-    if kind == "decision":
-        params = tuple(params) + (None,) * (len(_DECISION_COLUMNS.split(", ")) - len(params))
+    """A spooled row as a statement and its values; a decision or outcome spooled by an older schema (fewer
+    columns: the newer ones were added at the end) gets None for the columns it lacks."""
+    columns = {"decision": len(_DECISION_COLUMNS.split(", ")), "outcome": 1 + len(_OUTCOME_COLUMNS.split(", "))}
+    if kind in columns:
+        params = tuple(params) + (None,) * (columns[kind] - len(params))
     return _SPOOLED[kind], params
 #: While rows wait in the spool, the writer tries to replay them this often.
 REPLAY_INTERVAL_S = 1.0
@@ -206,6 +214,9 @@ class Store:
         self._queued: dict[str, int] = {}
         self._queued_lock = threading.Lock()
         self._closed = False
+        self._reader: Store | None = None  # see reader()
+        self._reader_lock = threading.Lock()
+        self._reads_for: Store | None = None  # on a reader: the store it reads for
         self._writer = threading.Thread(target=self._write_loop, name="crossroads-store-writer", daemon=True)
         self._writer.start()
 
@@ -253,13 +264,16 @@ class Store:
         fallbacks: int,
         error: str | None = None,
         response: str | None = None,
+        calls: list[dict] | None = None,
     ) -> None:
         """Queue what happened to a decision; ``model`` answered it (after ``fallbacks`` fallbacks).
 
-        A second outcome for the same decision replaces the first.
+        ``calls`` lists every model a cascade called, in order (model, status, cost, latency, tokens, the
+        verifier's trust); ``cost_usd`` is then their sum.  A second outcome for the same decision replaces the first.
         """
         row = (decision_id, model, status, _float(cost_usd), _float(latency_s), _float(ttft_s),
-               _int(tokens_in), _int(tokens_out), int(fallbacks), error, response, time.time())
+               _int(tokens_in), _int(tokens_out), int(fallbacks), error, response, time.time(),
+               None if calls is None else _dumps(calls))
         self._put((_UPSERT_OUTCOME, row))
 
     def record_shadow_outcome(
@@ -322,6 +336,8 @@ class Store:
         decision["context"] = _context(decision["context"])
         outcome = row[n_decision:]
         decision["outcome"] = None if outcome[0] is None else dict(zip(_OUTCOME_COLUMNS.split(", "), outcome[1:]))
+        if decision["outcome"] is not None:
+            decision["outcome"]["calls"] = _loads(decision["outcome"]["calls"])
         return decision
 
     # -- feedback (synchronous) ----------------------------------------------------------
@@ -366,6 +382,21 @@ class Store:
             return None
         seq, decision_id, reward, quality = rows[0]
         return {"seq": int(seq), "decision_id": decision_id, "reward": _float(reward), "quality": _float(quality)}
+
+    def cascade_feedback(self, route: str, limit: int) -> list[tuple[float | None, float]]:
+        """The latest ``limit`` feedbacks with a quality on ``route``'s cascade decisions, newest first: each as the
+        verifier's own trust in the answer returned (its ``raw_trust`` in the outcome's ``calls``) and the quality."""
+        rows = self._db.execute(
+            "SELECT o.model, o.calls, f.quality FROM feedback f JOIN decisions d ON d.decision_id = f.decision_id "
+            "JOIN outcomes o ON o.decision_id = f.decision_id "
+            "WHERE d.route = ? AND o.calls IS NOT NULL AND f.quality IS NOT NULL ORDER BY f.seq DESC LIMIT ?",
+            (route, int(limit)),
+        )
+        pairs = []
+        for model, calls, quality in rows:
+            returned = [call for call in json.loads(calls) if call.get("model") == model and "raw_trust" in call]
+            pairs.append((_float(returned[-1]["raw_trust"]) if returned else None, float(quality)))
+        return pairs
 
     def feedback_since(self, cursor: int, limit: int = 1000) -> tuple[list[dict], int]:
         """Feedback with ``seq > cursor`` in ``seq`` order, joined with its decision; and the new cursor.
@@ -547,15 +578,15 @@ class Store:
         """Every decision made in ``[since_s, until_s)`` (on ``route``) with its outcome and its answer's label.
 
         Yields chunks of tuples ``(decision_id, route, chosen, propensity, category, prompt, model,
-        status, cost_usd, latency_s, response, quality)`` in ``created_s`` order; the outcome's
-        columns are None for a decision never carried out.  ``quality`` is that of the first labelled
+        status, cost_usd, latency_s, response, quality, calls)`` in ``created_s`` order; the outcome's
+        columns are None for a decision never carried out, ``calls`` (JSON) for one not made by a cascade.  ``quality`` is that of the first labelled
         feedback on the served answer picked by ``quality_from`` (see :func:`_label_sql`).
         """
         self.flush()
         labels, label_params = _label_sql(quality_from)
         where, params = decision_window(route, since_s, until_s)
         sql = ("SELECT d.decision_id, d.route, d.model, d.probability, d.category, d.prompt, o.model, o.status, "
-               "o.cost_usd, o.latency_s, o.response, f.quality FROM decisions d "
+               "o.cost_usd, o.latency_s, o.response, f.quality, o.calls FROM decisions d "
                "LEFT JOIN outcomes o ON o.decision_id = d.decision_id "
                f"LEFT JOIN ({labels}) q ON q.decision_id = d.decision_id AND q.answer = '' "
                f"LEFT JOIN feedback f ON f.seq = q.seq WHERE {where} ORDER BY d.created_s, d.decision_id")
@@ -595,6 +626,25 @@ class Store:
         return (json.loads(rows[0][0]), int(rows[0][1])) if rows else None
 
     # -- housekeeping --------------------------------------------------------------------
+    def reader(self) -> Store:
+        """This store reading through a second connection, opened on first use: for long reads (a report over a
+        million decisions streams for 20 s), so that writes, feedback and the readiness probe never wait for them.
+
+        It shares this store's queue and writer, so its reads see what was recorded here (``flush`` waits for the
+        same rows); one reader serves every caller, so long reads through it run one after the other.  An in-memory
+        SQLite store has no second connection to its data and is its own reader.  Closing this store closes it.
+        """
+        with self._reader_lock:
+            if self._reader is None:
+                db = self._db.reader()
+                if db is self._db:
+                    self._reader = self
+                else:
+                    self._reader = copy.copy(self)  # the same queue, writer and locks, another connection
+                    self._reader._db, self._reader._reads_for = db, self
+                    self._reader._reader = self._reader
+            return self._reader
+
     def counts(self) -> dict[str, int]:
         """Rows per table (after the queue is written)."""
         self.flush()
@@ -602,6 +652,8 @@ class Store:
 
     def close(self) -> None:
         """Write what is queued, stop the writer and close the connections; safe to call twice."""
+        if self._reads_for is not None:  # a reader closes with its store
+            return
         with self._put_lock:
             if self._closed:
                 return
@@ -610,6 +662,9 @@ class Store:
         self._writer.join()
         if self._writer_db is not self._db:
             self._writer_db.close()
+        with self._reader_lock:
+            if self._reader is not None and self._reader is not self:
+                self._reader._db.close()
         self._db.close()
 
     def __enter__(self) -> Self:

@@ -101,6 +101,11 @@ class Database:
         """The database for the background writer thread: this one, or a second connection."""
         return self
 
+    def reader(self) -> Database:
+        """A second connection for long reads (a report streams a million rows for seconds), so that writes never
+        wait for them; this one where a second connection would not see the same data."""
+        return self
+
     def close(self) -> None:
         raise NotImplementedError
 
@@ -176,6 +181,10 @@ class SqliteDatabase(Database):
     def insert_returning_seq(self, sql: str, params: Sequence[Any]) -> int:
         with self._lock:
             return int(self._conn.execute(sql, params).lastrowid)
+
+    def reader(self) -> Database:
+        # WAL lets a reader and the writer work at once; a second ":memory:" connection would open an empty database
+        return self if self.path == ":memory:" else SqliteDatabase(self.path)
 
     def close(self) -> None:
         with self._lock:
@@ -257,6 +266,9 @@ class PostgresDatabase(Database):
         return int(self.execute(sql + " RETURNING seq", params)[0][0])
 
     def writer(self) -> Database:
+        return PostgresDatabase(self.url)
+
+    def reader(self) -> Database:
         return PostgresDatabase(self.url)
 
     def close(self) -> None:

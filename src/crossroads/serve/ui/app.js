@@ -3,7 +3,8 @@
 
 const COLORS = ["#2557d6", "#e67e22", "#1e8449", "#8e44ad", "#c0392b", "#16a085", "#7f8c8d", "#d4ac0d", "#2c3e50",
                 "#e84393"];
-const state = { me: null, view: "overview", decisionsPage: 1 };
+// decisionCursors: where each decision page seen so far starts (null: the first), the current page last
+const state = { me: null, view: "overview", decisionCursors: [null] };
 
 // -- small helpers ------------------------------------------------------------------------------------------
 const $ = (id) => document.getElementById(id);
@@ -245,13 +246,14 @@ const views = {
   },
 
   async decisions(root) {
+    state.decisionCursors = [null];  // a cursor belongs to the filters it was read under: the window or route changed
     root.innerHTML = `<h1>Decisions</h1><form class="toolbar" id="search-form">` +
       `<input id="search" placeholder="decision id, route, model or words of the prompt" size="48" value="${esc(state.search || "")}">` +
       `<button type="submit">Search</button></form><div id="decision-list"></div><div id="decision-detail"></div>`;
     $("search-form").addEventListener("submit", (event) => {
       event.preventDefault();
       state.search = $("search").value;
-      state.decisionsPage = 1;
+      state.decisionCursors = [null];
       listDecisions();
     });
     await listDecisions();
@@ -393,14 +395,18 @@ async function submit(call, message) {
 async function listDecisions() {
   const params = windowQuery();
   params.delete("since_s");
-  params.set("page", String(state.decisionsPage));
+  const cursor = state.decisionCursors[state.decisionCursors.length - 1];
+  if (cursor) params.set("cursor", cursor);  // the server reads on from there through its index, at any depth
   params.set("per_page", "25");
   if (state.search) params.set("q", state.search);
   const found = await api(`/ui/api/decisions?${params}`);
+  const page = state.decisionCursors.length;
+  const more = found.total_capped ? "+" : "";  // a search counts its matches up to a cap
   const pages = Math.max(1, Math.ceil(found.total / found.per_page));
   const list = $("decision-list");
-  list.innerHTML = `<p class="muted" data-testid="decision-count" data-value="${found.total}">${found.total} decisions, ` +
-    `page ${found.page} of ${pages}</p>` + table("decisions", [
+  list.innerHTML = `<p class="muted" data-testid="decision-count" data-value="${found.total}" ` +
+    `data-capped="${found.total_capped ? "yes" : "no"}">${found.total}${more} decisions, ` +
+    `page ${page} of ${pages}${more}</p>` + table("decisions", [
       { label: "when", value: (d) => when(d.created_s) },
       { label: "route", key: "route", value: (d) => d.route },
       { label: "model", key: "model", value: (d) => d.model || d.chosen },
@@ -412,12 +418,12 @@ async function listDecisions() {
       { label: "team", value: (d) => d.team || "" },
       { label: "prompt", value: (d) => d.prompt || "(not stored)" },
     ], found.decisions, { clickable: true }) +
-    `<div class="toolbar"><button class="secondary" id="prev" ${found.page <= 1 ? "disabled" : ""}>Previous</button>` +
-    `<button class="secondary" id="next" ${found.page >= pages ? "disabled" : ""}>Next</button></div>`;
+    `<div class="toolbar"><button class="secondary" id="prev" ${page <= 1 ? "disabled" : ""}>Previous</button>` +
+    `<button class="secondary" id="next" ${found.next ? "" : "disabled"}>Next</button></div>`;
   list.querySelectorAll("tr.clickable").forEach((tr) => tr.addEventListener("click", () =>
     showDecision(found.decisions[Number(tr.dataset.row)].decision_id)));
-  $("prev").addEventListener("click", () => { state.decisionsPage -= 1; listDecisions(); });
-  $("next").addEventListener("click", () => { state.decisionsPage += 1; listDecisions(); });
+  $("prev").addEventListener("click", () => { state.decisionCursors.pop(); listDecisions(); });
+  $("next").addEventListener("click", () => { state.decisionCursors.push(found.next); listDecisions(); });
 }
 
 async function showDecision(id) {
@@ -440,6 +446,13 @@ async function showDecision(id) {
       { label: "quality", key: "quality", num: true, value: (f) => f.quality, format: (v) => num(v, 3) },
       { label: "reward", num: true, value: (f) => f.reward, format: (v) => num(v, 3) },
       { label: "when", value: (f) => when(f.created_s) }], d.feedback) : `<p class="muted">none</p>`);
+  if (o.calls && o.calls.length) {
+    html += `<h3>Cascade calls</h3>` + table("cascade-calls", [
+      { label: "model", value: (c) => c.model }, { label: "status", value: (c) => c.status },
+      { label: "trust", num: true, value: (c) => c.trust, format: (v) => num(v, 3) },
+      { label: "cost", num: true, value: (c) => c.cost_usd, format: usd },
+      { label: "returned", value: (c) => (c.model === o.model && c.status === "ok" ? "yes" : "") }], o.calls);
+  }
   if (d.shadow_outcomes.length) {
     html += `<h3>Shadow calls</h3>` + table("shadow", [
       { label: "model", value: (s) => s.model }, { label: "status", value: (s) => s.status },
