@@ -58,13 +58,13 @@ class Answers:
         return self.texts.get(body["model"], "I would rather not say.")
 
 
-def config(router_file, tmp_path, **cascade):
+def config(router_file, tmp_path, route=None, **cascade):
     models = [{"name": name, "base_url": FAKE_BASE_URL, "upstream_model": name, "max_retries": 0,
                "price_per_mtok_in": price, "price_per_mtok_out": 3 * price} for name, price in PRICES.items()]
     return parse_config({
         "models": models,
         "routes": {"cascade": {"router_file": str(router_file), "objective": "quality=1,cost=0.45",
-                               "cascade": cascade or True}},
+                               "cascade": cascade or True, **(route or {})}},
         "store": f"sqlite:///{tmp_path}/store.db", "store_prompts": True,
         "security": {"admin_key_env": "CROSSROADS_TEST_ADMIN"},
     })
@@ -272,12 +272,28 @@ def test_an_opening_above_one_starts_the_chain_cheaper_than_the_router(served, r
     ask(server, QUESTION, crossroads=thrifty)
     assert called(fake)[0] == "dear"
     fake = FakeUpstream(answer=answers)
-    with ServerThread(Gateway(config(router_file, tmp_path / "opening", opening=4.0),
+    with ServerThread(Gateway(config(router_file, tmp_path / "opening", {"objective": "quality=1,cost=0.1"},
+                                     opening=4.0),
                               http_client=fake.async_client())) as opened:
         response = ask(opened, QUESTION, crossroads=thrifty)
         assert called(fake)[0] == "cheap"  # 0.82 > 0.99 - 4 x 0.1
         decision = opened.gateway.store.decision(response.headers["x-crossroads-decision-id"])
         assert decision["model"] == "cheap" and decision["candidates"][0] == "cheap"
+        assert decision["probability"] == 1.0  # the route's own pick, logged as such for off-policy estimates
+        before = len(called(fake))
+        preview = opened.gateway.routes.preview("cascade", QUESTION)
+        assert preview["model"] == "cheap" and preview["reason"].startswith("cascade, first call")  # not dear
+        assert len(called(fake)) == before  # the preview called nothing
+    fake = FakeUpstream(answer=answers)
+    with ServerThread(Gateway(config(router_file, tmp_path / "explore", {"explore": 0.5}, opening=4.0),
+                              http_client=fake.async_client())) as exploring:
+        logged = []
+        for _ in range(12):
+            decision_id = ask(exploring, QUESTION, crossroads=thrifty).headers["x-crossroads-decision-id"]
+            logged.append(exploring.gateway.store.decision(decision_id))
+    # the chance the route had of its first call: explore / 3 + (1 - explore) x 1 for its own pick, cheap
+    assert {round(d["probability"], 4) for d in logged if d["model"] == "cheap"} == {round(0.5 / 3 + 0.5, 4)}
+    assert {round(d["probability"], 4) for d in logged if d["model"] != "cheap"} <= {round(0.5 / 3, 4)}
 
 
 def test_the_python_client_runs_the_same_cascade(router_file, tmp_path):

@@ -128,6 +128,7 @@ class Routes:
             choice, own = self._predict(decision_id, route, candidates, objective, text, overrides.category)
             if route.cascade is not None:  # the decision names the first call; the gateway runs the chain
                 choice = self._first_call(route, choice)
+                own = {choice.model: 1.0}
         scopes = [*([route.name] if self.budgets is not None and route.name in self.budgets else []), *payers]
         if scopes:
             choice, own = self._pace(scopes, choice, text)
@@ -326,6 +327,10 @@ class Routes:
                                  expected_cost_usd=ranking.expected_cost_usd[m])
             prior, pick = ranking.scores, ranking.model
             reason = f"{route.rule if route.learner is None else 'expected reward'} under {route.objective}"
+            if route.cascade is not None:  # the first call of the chain; the answers decide what follows
+                pick = self.cascades[route.name].first_ranking(ranking.models, ranking.predicted_quality,
+                                                               ranking.expected_cost_usd, route.objective)[0]
+                reason = f"cascade, first call under {route.objective} (then the answers decide)"
         if route.learner is not None:
             context = self._embed(text) if self._learner_contextual(route) else None
             decision = self.learners.learner(route.name, None).clone().select(list(models), context, prior=prior)
