@@ -29,6 +29,11 @@ def test_eval_adds_cascades_to_the_routers_metrics(tmp_path, capsys):
         assert min(curve["mean_cost_usd"]) > 0 and max(curve["mean_quality"]) <= entries["oracle"]["mean_quality"]
     assert 1.0 <= routing["mean_calls_max"] <= 3.0
     assert metrics["setup"]["cascades"]["router"] == "knn:k=5"
+    at_97 = metrics["setup"]["cascades"]["routing_at_97"]["cascade-routing:agreement+knn:k=5"]
+    if at_97 is not None:  # the settings a served route's `cascade:` can take, per answer group
+        assert at_97["willingness_to_pay"] >= 0 and at_97["groups"]
+        for settings in at_97["groups"].values():
+            assert set(settings) == {"resolve", "opening", "difficulty"} and settings["opening"] >= 1
     assert list(entries).index("knn:k=5") < list(entries).index("cascade-routing:agreement+knn:k=5") < list(
         entries).index("random")
     assert (out / "curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

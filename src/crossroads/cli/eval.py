@@ -166,7 +166,9 @@ def add_cascades(args: argparse.Namespace, evaluation, dataset, embeddings, embe
     routers = sum(entry.kind == "router" for entry in evaluation.entries)
     evaluation.entries[routers:routers] = entries
     evaluation.setup["cascades"] = {"router": router, "verifier": args.verifier, "queries": int(complete.sum()),
-                                    "max_cost_usd": args.max_cost_usd}
+                                    "max_cost_usd": args.max_cost_usd,
+                                    "routing_at_97": {curve.name: curve.settings_at_97(dataset.subset(complete))
+                                                      for curve in curves if curve.kind == "routing"}}
 
 
 def run_logs(args: argparse.Namespace) -> int:

@@ -31,8 +31,10 @@ outcome recorded are replayed (``RoutingDataset.complete_rows``).
 from __future__ import annotations
 
 import copy
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -74,6 +76,8 @@ class CascadeCurve:
     latency_s: np.ndarray
     calls: np.ndarray
     chains: list[list[str]] = field(default_factory=list)  # the fixed cascade's chain in each fold
+    # cascade routing's calibrated settings per point: per answer group, the most frequent over the folds
+    calibrated: list[dict[str, dict[str, float]]] = field(default_factory=list)
 
     def entry(self, dataset: RoutingDataset, rows: np.ndarray | None = None) -> Entry:
         """The harness entry (on ``rows`` only, if given) with the routers' metrics and the curve."""
@@ -87,6 +91,15 @@ class CascadeCurve:
             found["mean_latency_s_at_97"] = float(self.latency_s[at, rows].mean())
         found["mean_calls_max"] = float(self.calls[:, rows].mean(1).max())
         return Entry(self.name, "cascade", found, cost_curve=metrics.CostQualityPoints(cost, quality))
+
+    def settings_at_97(self, dataset: RoutingDataset) -> dict[str, Any] | None:
+        """Cascade routing's willingness to pay and calibrated settings per answer group at its cheapest point
+        reaching 97% of the best model's quality (None if it never does): what a served ``cascade:`` can take."""
+        cost, quality = self.cost_usd.mean(1), self.quality.mean(1)
+        at = operating_point(cost, quality, curve_metrics(cost, quality, dataset.quality, dataset.cost_usd)["target_97"])
+        if at is None or not self.calibrated:
+            return None
+        return {"willingness_to_pay": float(self.settings[at]), "groups": self.calibrated[at]}
 
 
 def curve_metrics(mean_cost_usd: np.ndarray, mean_quality: np.ndarray, true_quality: np.ndarray,
@@ -163,6 +176,7 @@ def evaluate_cascades(
     results = {kind: {what: np.zeros(shape[kind]) for what in ("quality", "cost", "latency", "calls")}
                for kind in kinds}
     chains: list[list[str]] = []
+    votes: list[dict[str, Counter]] = [{} for _ in grid]  # per point and group: the folds' calibrated settings
     label = f"{verifier.name if verifier_spec is None else verifier_spec.label}+{spec.label}"
     for k, split in enumerate(splits):
         train, test = split.train, split.test
@@ -185,6 +199,9 @@ def evaluate_cascades(
                 calibrated = calibrated_policies(grid, train_args, difficulty, max_cost_usd, max_calls, resolve,
                                                  opening, groups[train])
                 outcomes = [replay_by_group(policies, groups[test], *test_args) for policies in calibrated]
+                for p, policies in enumerate(calibrated):
+                    for g, policy in policies.items():
+                        votes[p].setdefault(g, Counter())[(policy.resolve, policy.opening, policy.difficulty)] += 1
             else:
                 chain = best_chain(judge, answers.subset(train), train_prior, train_cost, dataset.quality[train],
                                    dataset.cost_usd[train])
@@ -196,9 +213,12 @@ def evaluate_cascades(
                     results[kind][what][p, test] = values
         if on_step:
             on_step(f"cascades ({label}) fold {k + 1}/{len(splits)}")
+    calibrated = [{g: dict(zip(("resolve", "opening", "difficulty"), counts.most_common(1)[0][0]))
+                   for g, counts in sorted(point.items())} for point in votes]
     return [CascadeCurve(f"cascade-{kind}:{label}", kind, settings[kind], results[kind]["quality"],
                          results[kind]["cost"], results[kind]["latency"], results[kind]["calls"],
-                         chains if kind == "fixed" else []) for kind in kinds]
+                         chains if kind == "fixed" else [], calibrated if kind == "routing" else [])
+            for kind in kinds]
 
 
 def fit_verifier(dataset: RoutingDataset, embeddings: np.ndarray, *, router: str | Spec = "knn",
