@@ -147,6 +147,19 @@ class Table:
         return "\n".join(lines) + "\n"
 
 
+def run_parts(parts: list[str], runs: dict[str, Callable[[], tuple[object, Table]]], results: dict,
+              tables: list) -> None:
+    """Run each part of ``runs`` named in ``parts``: its figures go to ``results[part]`` (with ``<part>_seconds``),
+    its table is printed and appended to ``tables``."""
+    for part, run in runs.items():
+        if part in parts:
+            started = time.perf_counter()
+            results[part], table = run()
+            results[f"{part}_seconds"] = time.perf_counter() - started
+            table.print()
+            tables.append(table)
+
+
 def write_results(name: str, results: dict, title: str, intro: list[str], tables: list[Table | str],
                   directory: Path = RESULTS_DIR) -> tuple[Path, Path]:
     """Write ``<name>.json`` and the markdown section ``<name>.md`` (intro lines, then tables)."""

@@ -71,7 +71,6 @@ def per_category(dataset, embeddings, embedder: str, routing, router: str) -> Ta
     from crossroads.evaluate.harness import cross_validated_predictions
     from crossroads.evaluate.metrics import cost_quality_points
     from crossroads.evaluate.splits import cross_validation_splits
-    from crossroads.grading.verifiers import Answers
     from crossroads.objective.cost import ExpectedCost, prompt_tokens
     from crossroads.routers import ROUTERS as REGISTRY
 

@@ -30,7 +30,7 @@ import argparse
 import time
 
 import numpy as np
-from _shared import Table, cell, machine, missing_data, skip_message, write_results
+from _shared import Table, cell, machine, missing_data, run_parts, skip_message, write_results
 from generalisation import GPT4, MIXTRAL
 from generalisation import SETS as SHARED_SETS
 
@@ -204,14 +204,8 @@ def main() -> None:
     results, tables = {"machine": machine(), "load_seconds": time.perf_counter() - started,
                        "candidates": [{"label": c[0], "spec": c[1], "cap": c[2]} for c in candidates]}, []
     arena_candidates = [CANDIDATES[int(k)] for k in args.arena_candidates.split(",")]
-    for part, run in (("lodo", lambda: leave_one_dataset_out(sets, candidates, embedder.name)),
-                      ("arena", lambda: arena_in_training(sets, arena_candidates, embedder.name))):
-        if part in parts:
-            started = time.perf_counter()
-            results[part], table = run()
-            results[f"{part}_seconds"] = time.perf_counter() - started
-            table.print()
-            tables.append(table)
+    run_parts(parts, {"lodo": lambda: leave_one_dataset_out(sets, candidates, embedder.name),
+                      "arena": lambda: arena_in_training(sets, arena_candidates, embedder.name)}, results, tables)
     write_results("default_router", results, "The default router: which recipe, trained on which sets",
                   ["`python benchmarks/default_router.py` on the shared data; embeddings: all-MiniLM-L6-v2 (int8 ONNX)."],
                   tables)

@@ -29,7 +29,7 @@ import argparse
 import time
 
 import numpy as np
-from _shared import Table, cell, machine, missing_data, skip_message, write_results
+from _shared import Table, cell, machine, missing_data, run_parts, skip_message, write_results
 
 from crossroads.data.dataset import combine
 from crossroads.data.dedup import overlap
@@ -205,15 +205,9 @@ def main() -> None:
         needed.append("MMLU-Pro")
     sets = {name: load(name, embedder) for name in needed}
     results, tables = {"machine": machine()}, []
-    for part, run in (("lodo", lambda: leave_one_dataset_out(sets, embedder.name)),
-                      ("default", lambda: default_router(sets)),
-                      ("probes", lambda: probes(sets, embedder.name))):
-        if part in parts:
-            started = time.perf_counter()
-            results[part], table = run()
-            results[f"{part}_seconds"] = time.perf_counter() - started
-            table.print()
-            tables.append(table)
+    run_parts(parts, {"lodo": lambda: leave_one_dataset_out(sets, embedder.name),
+                      "default": lambda: default_router(sets),
+                      "probes": lambda: probes(sets, embedder.name)}, results, tables)
     write_results("generalisation", results, "Generalisation: unseen datasets, unseen benchmarks, new models",
                   ["`python benchmarks/generalisation.py` on the shared data; embeddings: all-MiniLM-L6-v2 (int8 ONNX)."],
                   tables)

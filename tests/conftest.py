@@ -6,9 +6,10 @@ import os
 
 import pytest
 from local_model_fixture import local_model  # noqa: F401 (a session fixture: gemma-3-270m on llama.cpp)
-from postgres_server import PostgresServer
+from postgres_server import PostgresServer, fresh_database
 
 from crossroads.paths import shared_data_dir
+from crossroads.store import open_store
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -34,3 +35,18 @@ def postgres_url():
         pytest.skip(reason)
     with PostgresServer() as server:
         yield server.url
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_url(request, tmp_path):
+    """A new, empty store location: a SQLite file, or a fresh database on the test PostgreSQL server."""
+    if request.param == "sqlite":
+        return f"sqlite://{tmp_path / 'store.db'}"
+    return fresh_database(request.getfixturevalue("postgres_url"))
+
+
+@pytest.fixture
+def store(store_url):
+    """An open store at ``store_url``, closed after the test."""
+    with open_store(store_url) as opened:
+        yield opened

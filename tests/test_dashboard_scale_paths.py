@@ -18,7 +18,6 @@ from types import SimpleNamespace
 import httpx
 import pytest
 from logged_traffic import PRICES, draw, fill
-from postgres_server import fresh_database
 from serve_helpers import ServerThread
 
 from crossroads.errors import CrossroadsError
@@ -174,19 +173,6 @@ def test_a_report_slower_than_the_cache_lifetime_is_still_reused(monkeypatch):
 
 
 # -- the store's reader ---------------------------------------------------------------------------------------
-@pytest.fixture(params=["sqlite", "postgresql"])
-def store_url(request, tmp_path):
-    if request.param == "sqlite":
-        return f"sqlite://{tmp_path / 'store.db'}"
-    return fresh_database(request.getfixturevalue("postgres_url"))
-
-
-@pytest.fixture
-def store(store_url):
-    with open_store(store_url) as opened:
-        yield opened
-
-
 def test_the_reader_is_a_second_connection_that_sees_what_was_recorded(store):
     reader = store.reader()
     assert reader is store.reader() and reader.reader() is reader

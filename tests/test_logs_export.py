@@ -24,14 +24,6 @@ PRICES = {"small": (0.1, 0.2), "large": (5.0, 15.0)}  # "mid" answers but the po
 MODELS = ["large", "mid", "small"]  # every model chosen, answered or shadowed, in name order
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def store_url(request, tmp_path):
-    """A new, empty store location: a SQLite file, or a fresh database on the test PostgreSQL server."""
-    if request.param == "sqlite":
-        return f"sqlite://{tmp_path / 'store.db'}"
-    return fresh_database(request.getfixturevalue("postgres_url"))
-
-
 def decide(store, decision_id: str, model: str, created_s: float, prompt: str | None, route: str = "default",
            probability: float | None = 0.5, category: str | None = None) -> None:
     store.record_decision(decision_id, route=route, model=model, learner_key=None, candidates=MODELS,

@@ -24,20 +24,6 @@ from crossroads.store import (
 from crossroads.store import records as store_module
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def store_url(request, tmp_path):
-    """A new, empty store location: a SQLite file, or a fresh database on the test PostgreSQL server."""
-    if request.param == "sqlite":
-        return f"sqlite://{tmp_path / 'store.db'}"
-    return fresh_database(request.getfixturevalue("postgres_url"))
-
-
-@pytest.fixture
-def store(store_url):
-    with open_store(store_url) as opened:
-        yield opened
-
-
 def raw(url: str, sql: str, params: tuple = ()) -> list[tuple]:
     """Run SQL on the store's database through a connection of our own (committed at once)."""
     if url.startswith("sqlite://"):

@@ -119,6 +119,7 @@ class Chain:
                                      config.max_calls, config.opening)
         self.first = first
         self.calls: list[Call] = []
+        self._readable = True  # whether the answers so far have an extractable answer (set as they are scored)
 
     def next(self) -> str | None:
         """The next model to call, or None to stop."""
@@ -130,8 +131,7 @@ class Chain:
         tried = {c.model for c in self.calls}
         allowed = [m not in tried or self.models.index(m) in answered for m in self.models]
         spent = float(sum(self.expected[self.models.index(c.model)] for c in self.answered))
-        readable = not answered or self._answers().kinds[0] != "none"
-        column = next_model(self.policy, self.prior, self.expected, answered, spent, allowed, readable)
+        column = next_model(self.policy, self.prior, self.expected, answered, spent, allowed, self._readable)
         return None if column is None else self.models[column]
 
     def add(self, call: Call) -> None:
@@ -149,14 +149,12 @@ class Chain:
         """The answered call trusted most (the earlier one on ties), or None if none answered."""
         return max(self.answered, key=lambda call: call.trust, default=None)
 
-    def _answers(self) -> Answers:
-        texts = {call.model: call.text for call in self.calls if call.text is not None}
-        return Answers.from_responses([[texts.get(m) for m in self.models]], [self.prompt], [self.category])
-
     def _score(self) -> None:
-        called = np.array([[any(c.model == m and c.text is not None for c in self.calls) for m in self.models]])
-        raw = np.nan_to_num(self.cascade.verifier.score(self._answers(), self.prior[None, :],
-                                                        self.expected[None, :], called)[0], nan=0.5)
+        texts = {call.model: call.text for call in self.calls if call.text is not None}
+        answers = Answers.from_responses([[texts.get(m) for m in self.models]], [self.prompt], [self.category])
+        self._readable = answers.kinds[0] != "none"
+        raw = np.nan_to_num(self.cascade.verifier.score(answers, self.prior[None, :], self.expected[None, :],
+                                                        ~answers.missing)[0], nan=0.5)
         calibrated = self.cascade.calibration(raw)
         for call in self.calls:
             if call.text is not None:
