@@ -38,13 +38,6 @@ def judge():
         yield server
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def any_url(request, tmp_path):
-    if request.param == "sqlite":
-        return f"sqlite://{tmp_path / 'store.db'}"
-    return fresh_database(request.getfixturevalue("postgres_url"))
-
-
 @pytest.fixture
 def sqlite_url(tmp_path):
     return f"sqlite://{tmp_path / 'store.db'}"
@@ -95,12 +88,12 @@ def run(*argv: str) -> int:
 
 
 # -- labelling --------------------------------------------------------------------------------
-def test_judge_labels_served_and_shadow_answers_once(any_url, judge, capsys):
-    fill(any_url)
-    assert run("--store", any_url, "--judge", f"{JUDGE}@{judge.base_url}", "-c", "3") == 0
+def test_judge_labels_served_and_shadow_answers_once(store_url, judge, capsys):
+    fill(store_url)
+    assert run("--store", store_url, "--judge", f"{JUDGE}@{judge.base_url}", "-c", "3") == 0
     out = capsys.readouterr().out
     source = f"judge:{JUDGE}"
-    assert feedback(any_url) == [
+    assert feedback(store_url) == [
         ("d1", None, source, pytest.approx(6 / 9), {"rating": 7.0}),
         ("d1", "large", source, pytest.approx(1.0), {"rating": 10.0}),
         ("d2", None, source, pytest.approx(3 / 9), {"rating": 4.0}),
@@ -113,19 +106,19 @@ def test_judge_labels_served_and_shadow_answers_once(any_url, judge, capsys):
     assert len(chats) == 4 and {body["model"] for body in chats} == {JUDGE}
     assert all(body["temperature"] == 0.0 for body in chats)
     assert any("[Question]\nWhat is 2+2?" in body["messages"][-1]["content"] for body in chats)
-    with open_store(any_url) as store:  # users' verdicts stay apart: the report's quality column sees none
+    with open_store(store_url) as store:  # users' verdicts stay apart: the report's quality column sees none
         quality = TRAFFIC_COLUMNS.index("quality")
         assert [row[quality] for chunk in store.traffic() for row in chunk] == [None] * 5
 
-    assert run("--store", any_url, "--judge", f"{JUDGE}@{judge.base_url}") == 0  # a rerun resumes: nothing left
+    assert run("--store", store_url, "--judge", f"{JUDGE}@{judge.base_url}") == 0  # a rerun resumes: nothing left
     assert "labelled 0 answers" in capsys.readouterr().out
-    assert len(feedback(any_url)) == 4
+    assert len(feedback(store_url)) == 4
     assert len(judge.requests) == 4
 
 
-def test_work_pages_in_order_and_drops_what_is_labelled(any_url):
-    fill(any_url)
-    with open_store(any_url) as store:
+def test_work_pages_in_order_and_drops_what_is_labelled(store_url):
+    fill(store_url)
+    with open_store(store_url) as store:
         pages = list(store.labelling_work("judge:x", chunk_rows=2))
         assert [len(page) for page in pages] == [2, 2]
         assert [(d, m) for page in pages for d, m, _, _ in page] == [("d1", None), ("d1", "large"), ("d2", None),
