@@ -140,6 +140,16 @@ def test_a_non_ascii_bearer_token_is_401_not_500(serve, path, method):
     assert error["type"] == "authentication_error" and error["code"] == "invalid_api_key"
 
 
+def test_metrics_take_a_client_key_or_the_admin_key_and_nothing_else(serve):
+    server = serve()
+    assert post(server, "/v1/chat/completions", chat("hi")).status_code == 200
+    for key in (CLIENT_KEY, ADMIN_KEY):
+        scraped = httpx.get(server.url + "/metrics", headers={"authorization": f"Bearer {key}"}, timeout=10)
+        assert scraped.status_code == 200 and "crossroads_requests_total" in scraped.text, key
+    for headers in ({"authorization": "Bearer not-a-key"}, {}):
+        assert_openai_error(httpx.get(server.url + "/metrics", headers=headers, timeout=10), 401, "key")
+
+
 def test_a_non_ascii_key_in_the_environment_matches_its_utf8_bytes(serve, monkeypatch):
     server = serve()
     monkeypatch.setenv("HARDENING_CLIENT_KEYS", "clé-secrète")

@@ -157,6 +157,32 @@ def test_route_and_time_window_filter_the_decisions(tmp_path):
     assert relative.query_ids == ["d2"]
 
 
+def test_a_teams_export_holds_its_own_traffic_only(tmp_path, capsys):
+    from crossroads.store.keys import store_keys
+
+    url = f"sqlite://{tmp_path / 'store.db'}"
+    with open_store(url) as store:
+        fill(store)  # decisions of no team
+        for team in ("search", "support"):
+            store_keys(store).create_team(team)
+        for n, team in enumerate(["search", "support", "search"]):
+            store.record_decision(f"t{n}", route="default", model="small", learner_key=None, candidates=MODELS,
+                                  probability=0.5, scores=None, context=None, created_s=2000.0 + n,
+                                  prompt=f"question {n}", key_id=f"key-{team}", team=team)
+            answer(store, f"t{n}", "small", 0.001, 0.5, response="answer")
+        assert read_logs(store, team="search").dataset.query_ids == ["t0", "t2"]
+        assert "t1" in read_logs(store).dataset.query_ids  # no team: everyone's
+        with pytest.raises(CrossroadsError, match="unknown team 'ops': the store has teams 'search', 'support'"):
+            read_logs(store, team="ops")
+    out = tmp_path / "support.jsonl"
+    assert main(["logs", "export", "--store", url, "--out", str(out), "--team", "support"]) == 0
+    assert load_file(f"logs:{out}").query_ids == ["t1"]
+    assert load_dataset(f"store:{url},team=search").query_ids == ["t0", "t2"]
+    capsys.readouterr()
+    assert main(["logs", "export", "--store", url, "--out", str(tmp_path / "x.jsonl"), "--team", "ops"]) == 2
+    assert "unknown team 'ops'" in one_line_error(capsys) and not (tmp_path / "x.jsonl").exists()
+
+
 def test_spec_takes_every_form_of_store_url(tmp_path, monkeypatch):
     """``store:`` is followed by a URL with its own colons and slashes, then options."""
     monkeypatch.chdir(tmp_path)

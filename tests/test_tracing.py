@@ -99,6 +99,42 @@ def test_a_chat_is_one_request_span_with_the_decision_and_the_upstream_call_as_c
     assert not upstream.events and upstream.attributes["crossroads.fallback"] is False
 
 
+def traceparent(span) -> str:
+    """The ``traceparent`` header a call timed by ``span`` sends (W3C trace context)."""
+    context = span.context
+    return f"00-{context.trace_id:032x}-{context.span_id:016x}-{int(context.trace_flags):02x}"
+
+
+def test_each_upstream_call_sends_the_traceparent_of_its_own_span(serve):
+    fake = FakeUpstream([500])  # a fallback: two attempts, two spans, two different parents upstream
+    server, exporter = serve(transport=fake.transport())
+    assert chat(server).status_code == 200
+    [request] = spans(exporter, "crossroads.chat")
+    attempts = [span for span in children(exporter, request) if span.name == "crossroads.upstream"]
+    sent = [call["headers"].get("traceparent") for call in fake.requests if call["path"].endswith("/chat/completions")]
+    assert sent == [traceparent(span) for span in attempts] and len(set(sent)) == 2
+
+
+def test_a_shadow_call_is_a_child_span_of_its_request_and_sends_its_traceparent(serve):
+    fake = FakeUpstream()
+    server, exporter = serve(transport=fake.transport(),
+                             routes={"pair": {"learner": "ucb:seed=0", "shadow": {"share": 1.0}}})
+    answer = chat(server)
+    assert answer.status_code == 200
+    deadline = time.monotonic() + 10
+    while not spans(exporter, "crossroads.shadow") and time.monotonic() < deadline:
+        time.sleep(0.02)
+    [request], [shadow] = spans(exporter, "crossroads.chat"), spans(exporter, "crossroads.shadow")
+    [served] = [span for span in children(exporter, request) if span.name == "crossroads.upstream"]
+    assert shadow.parent.span_id == request.context.span_id  # though it may outlive the request
+    other = ({"big", "small"} - {answer.json()["model"]}).pop()
+    assert shadow.attributes["crossroads.model"] == other and shadow.attributes["crossroads.outcome"] == "ok"
+    assert shadow.attributes["crossroads.decision_id"] == answer.headers["x-crossroads-decision-id"]
+    assert shadow.attributes["crossroads.cost_usd"] > 0
+    sent = [call["headers"].get("traceparent") for call in fake.requests]
+    assert sent == [traceparent(served), traceparent(shadow)]
+
+
 def test_route_and_feedback_requests_have_spans_naming_their_decision(serve):
     server, exporter = serve()
     decision = httpx.post(server.url + "/v1/route", json={"model": "pair", "prompt": PROMPT}).json()

@@ -25,6 +25,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="the server's store: sqlite://PATH.db (or a .db path) or postgresql://...")
     export.add_argument("--out", "-o", required=True, metavar="FILE.jsonl", help="the dataset file to write")
     export.add_argument("--route", metavar="R", help="only decisions of this route")
+    export.add_argument("--team", metavar="T", help="only decisions made with the virtual keys of this team (its own "
+                        "traffic, to train its own router)")
     export.add_argument("--since", metavar="T", help=f"only decisions made at or after T: {TIME_HELP}")
     export.add_argument("--until", metavar="T", help=f"only decisions made before T: {TIME_HELP}")
     export.add_argument("--quality-from", default="any", metavar="any|user|SOURCE",
@@ -50,7 +52,8 @@ def run_export(args: argparse.Namespace) -> int:
         raise CrossroadsError(f"--out {out} is a directory: give the file to write, e.g. {out / 'logs.jsonl'}")
     check_store_exists(args.store)
     with open_store(args.store) as store:
-        logs = read_logs(store, route=args.route, since_s=since_s, until_s=until_s, quality_from=args.quality_from)
+        logs = read_logs(store, route=args.route, since_s=since_s, until_s=until_s, quality_from=args.quality_from,
+                         team=args.team)
     out.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
     os.close(handle)

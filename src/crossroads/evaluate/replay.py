@@ -17,11 +17,9 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-import httpx
 import numpy as np
 
 from crossroads.errors import CrossroadsError
-from crossroads.upstream.http import server_message
 from crossroads.upstream.recorded import Recording
 
 #: What ``feedback`` may be besides a scorer spec.
@@ -107,9 +105,6 @@ async def _replay_rows(recording: Recording, rows: np.ndarray, url: str, route: 
     import openai
 
     client = openai.AsyncOpenAI(base_url=url, api_key=api_key or "crossroads-replay", max_retries=0, timeout=120.0)
-    # feedback has no SDK method: plain HTTP, with the same key
-    feedback = httpx.AsyncClient(base_url=url.rstrip("/") + "/", timeout=120.0,
-                                 headers={"authorization": f"Bearer {api_key or 'crossroads-replay'}"})
     slots = asyncio.Semaphore(concurrency)
     done = [0]
 
@@ -117,7 +112,7 @@ async def _replay_rows(recording: Recording, rows: np.ndarray, url: str, route: 
         async with slots:
             if refused:
                 return Replayed(row, "error", error="not sent: the server refused an earlier request")
-            record = await _send(client, feedback, recording, row, route, grade, refused)
+            record = await _send(client, recording, row, route, grade, refused)
         done[0] += 1
         if progress is not None:
             progress(done[0])
@@ -127,7 +122,6 @@ async def _replay_rows(recording: Recording, rows: np.ndarray, url: str, route: 
         return list(await asyncio.gather(*(one(int(row)) for row in rows)))
     finally:
         await client.close()
-        await feedback.aclose()
 
 
 def truth(recording: Recording, rows: np.ndarray) -> dict[str, Any]:
@@ -139,7 +133,7 @@ def truth(recording: Recording, rows: np.ndarray) -> dict[str, Any]:
                        for j, model in enumerate(recording.dataset.model_names)}}
 
 
-async def _send(client: Any, feedback: httpx.AsyncClient, recording: Recording, row: int, route: str, grade: Callable | None,
+async def _send(client: Any, recording: Recording, row: int, route: str, grade: Callable | None,
                 refused: list[str]) -> Replayed:
     import openai
 
@@ -165,12 +159,16 @@ async def _send(client: Any, feedback: httpx.AsyncClient, recording: Recording, 
     if grade is not None and decision_id:
         text = (completion.choices[0].message.content or "") if completion.choices else ""
         record.quality = await grade(row, model, prompt, text)
-        sent = await feedback.post("feedback", json={"decision_id": decision_id, "quality": record.quality})
-        if sent.status_code >= 400:
-            message = f"feedback on {decision_id}: HTTP {sent.status_code}: {server_message(sent)}"
+        try:  # feedback has no SDK method; the SDK's generic post shares its connections (and is cheaper than a second client)
+            await client.post("feedback", body={"decision_id": decision_id, "quality": record.quality}, cast_to=dict)
+        except openai.APIStatusError as error:
+            message = f"feedback on {decision_id}: HTTP {error.status_code}: {_message(error)}"
             record.quality, record.error = None, message
-            if sent.status_code < 500:
+            if error.status_code < 500:
                 refused.append(message)
+        except openai.APIConnectionError as error:
+            record.quality, record.error = None, f"feedback on {decision_id}: {error}"
+            refused.append(f"cannot reach it ({error}); is `crossroads serve` still running there?")
     return record
 
 

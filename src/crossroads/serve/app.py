@@ -327,7 +327,8 @@ class Server:
         return JSONResponse({"status": "ok"})
 
     async def metrics(self, request: Request) -> Response:
-        await self.client(request)
+        """Prometheus text, for a client key or the admin key (a scraper run by the operator holds the latter)."""
+        await self.client(request, admin=self.sends_admin_key(request))
         return Response(self.gateway.metrics.render(), media_type=self.gateway.metrics.content_type)
 
     async def learners(self, request: Request) -> Response:

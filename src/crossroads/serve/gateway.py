@@ -150,7 +150,7 @@ class Gateway:
         self.routes.load_routers()
         self.metrics = metrics or Metrics()
         self.health = Health(config.cooldown_s, config.failures_before_cooldown)
-        self.shadow = ShadowCalls(config, self.providers, self.store, self.metrics)
+        self.shadow = ShadowCalls(config, self.providers, self.store, self.metrics, tracer=self.tracer)
         self.routes.budgets = Budgets(config.routes, config.store, self.store, self.metrics)
         self.cascades = self.routes.cascades
         self._decision_waiters = 0  # feedback requests waiting for their decision (see _awaited_decision)
@@ -410,6 +410,7 @@ class Gateway:
         """Open the ``crossroads.upstream`` trace span of calling ``model``: a fallback after a failed model."""
         attempts.span = self.tracer.start("crossroads.upstream", model=model, attempt=len(attempts.errors) + 1,
                                           fallback=bool(attempts.errors), decision_id=attempts.choice.decision_id)
+        attempts.span.propagate()
         if attempts.errors:
             failed = attempts.errors[-1]
             attempts.span.event("crossroads.fallback", from_model=failed.model, to_model=model,

@@ -34,6 +34,7 @@ from crossroads.objective.cost import ASSUMED_OUTPUT_TOKENS
 from crossroads.serve.config import RouteConfig, ServeConfig
 from crossroads.serve.metrics import Metrics
 from crossroads.serve.requests import ChatRequest, answer_tokens, message_text, prompt_tokens
+from crossroads.serve.tracing import NO_TRACER
 from crossroads.upstream.providers import UpstreamError
 
 log = logging.getLogger("crossroads.serve")
@@ -54,8 +55,9 @@ class ShadowCalls:
     """
 
     def __init__(self, config: ServeConfig, providers: dict[str, Any], store: Any, metrics: Metrics,
-                 rng: np.random.Generator | None = None, max_in_flight: int = MAX_IN_FLIGHT):
+                 rng: np.random.Generator | None = None, max_in_flight: int = MAX_IN_FLIGHT, tracer: Any = NO_TRACER):
         self.config, self.providers, self.store, self.metrics = config, providers, store, metrics
+        self.tracer = tracer
         self.routes = {route.name: route for route in config.routes if route.shadow is not None}
         self.max_in_flight = max_in_flight
         self._rng = np.random.default_rng() if rng is None else rng
@@ -130,6 +132,9 @@ class ShadowCalls:
         body["model"] = config.upstream_model
         started_s = time.perf_counter()
         status, error, usage, text = "ok", None, {}, ""
+        # the task began in the request's context: its span is the parent, though the request may end first
+        span = self.tracer.start("crossroads.shadow", route=route, model=model, decision_id=decision_id)
+        span.propagate()
         try:
             answer = await self.providers[model].complete(body)
             usage = answer.get("usage") or {}
@@ -143,13 +148,17 @@ class ShadowCalls:
             log.exception("decision %s: shadow call to %s failed", decision_id, model)
             status, error = "error", f"{type(failure).__name__}: {failure}"
         finally:
-            self._finish(route, decision_id, request, model, expected_usd, day, status, error, usage, text,
-                         time.perf_counter() - started_s)
+            cost_usd = self._finish(route, decision_id, request, model, expected_usd, day, status, error, usage, text,
+                                    time.perf_counter() - started_s)
+            span.set(outcome=status, cost_usd=cost_usd)
+            if status != "ok":
+                span.fail(status)
+            span.end()
 
     def _finish(self, route: str, decision_id: str, request: ChatRequest, model: str, expected_usd: float,
                 day: dt.date, status: str, error: str | None, usage: dict[str, Any], text: str,
-                latency_s: float) -> None:
-        """Release the call's reservation, price it (as the served call is priced), store and count it."""
+                latency_s: float) -> float | None:
+        """Release the call's reservation, price it (as the served call is priced), store and count it; its cost."""
         self._reserved_usd[route] = max(0.0, self._reserved_usd.get(route, 0.0) - expected_usd)
         tokens_in = tokens_out = cost_usd = None
         if status == "ok":
@@ -167,6 +176,7 @@ class ShadowCalls:
         except Exception:  # e.g. the store closed under a call cancelled late; the client's answer is long gone
             log.exception("decision %s: could not store the shadow outcome of %s", decision_id, model)
         self.metrics.shadow_calls.labels(route, model, status).inc()
+        return cost_usd
 
     def _roll_day(self) -> None:
         today = _utc_day(time.time())

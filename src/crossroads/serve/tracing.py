@@ -1,8 +1,10 @@
 """OpenTelemetry traces of requests: the one seam between crossroads and the opentelemetry packages.
 
 The server opens a span per request (``crossroads.chat``, ``crossroads.route``, ``crossroads.feedback``); the
-gateway adds ``crossroads.decide`` and one ``crossroads.upstream`` per model tried, as its children.  Attributes
-hold names, ids, counts and prices, never a prompt, an answer or a key.
+gateway adds ``crossroads.decide`` and one ``crossroads.upstream`` per model tried, as its children, and one
+``crossroads.shadow`` per shadow call (a child that ends after the request's span).  Each upstream and shadow
+call sends its span's ``traceparent`` to the model's endpoint, so a provider that traces joins the trace.
+Attributes hold names, ids, counts and prices, never a prompt, an answer or a key.
 
 Tracing is off by default: :data:`NO_TRACER` then does nothing, and opentelemetry is never imported.  On
 (``tracing: {enabled: true}``), :func:`build_tracer` imports it, so the ``otel`` extra is needed only then.
@@ -15,6 +17,7 @@ from typing import Any
 
 from crossroads.errors import CrossroadsError
 from crossroads.serve.config import TracingConfig
+from crossroads.upstream.http import CALL_HEADERS
 
 #: The instrumentation scope every crossroads span carries.
 SCOPE = "crossroads.serve"
@@ -34,6 +37,9 @@ class NoSpan:
         pass
 
     def end(self) -> None:
+        pass
+
+    def propagate(self) -> None:
         pass
 
     def __enter__(self) -> NoSpan:
@@ -96,6 +102,19 @@ class Span:
         if not self._ended:
             self._ended = True
             self.otel.end()
+
+    def headers(self) -> dict[str, str]:
+        """The W3C trace context naming this span (``traceparent``), for a call it times to another service."""
+        from opentelemetry.propagate import inject
+        from opentelemetry.trace import set_span_in_context
+
+        carrier: dict[str, str] = {}
+        inject(carrier, context=set_span_in_context(self.otel))
+        return carrier
+
+    def propagate(self) -> None:
+        """Make the upstream calls of the current task carry this span's trace context (see ``CALL_HEADERS``)."""
+        CALL_HEADERS.set(self.headers())
 
     def __enter__(self) -> Span:
         return self

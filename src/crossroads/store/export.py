@@ -22,6 +22,7 @@ import numpy as np
 from crossroads.data.dataset import ModelInfo, RoutingDataset, combine
 from crossroads.errors import CrossroadsError
 from crossroads.registry import Spec, bind
+from crossroads.store.keys import store_keys
 from crossroads.store.records import USER_SOURCE, Store, open_store
 
 #: Where ``quality_from`` may point, besides a named source such as ``judge:gpt-4o``.
@@ -54,8 +55,9 @@ class LogExport:
 
 
 def read_logs(store: Store, *, route: str | None = None, since_s: float | None = None,
-              until_s: float | None = None, quality_from: str = "any") -> LogExport:
-    """The decisions made in ``[since_s, until_s)`` (on ``route``) as a logged dataset, with counts.
+              until_s: float | None = None, quality_from: str = "any", team: str | None = None) -> LogExport:
+    """The decisions made in ``[since_s, until_s)`` (on ``route``, with ``team``'s keys) as a logged dataset, with
+    counts: a team's own traffic, to train its own router.
 
     ``quality_from``: ``any`` (users' first label, else the first from any other source, such
     as ``judge:<model>``), ``user`` (users' only) or one source's name.  Raises
@@ -69,7 +71,12 @@ def read_logs(store: Store, *, route: str | None = None, since_s: float | None =
         if route not in known:
             raise CrossroadsError(f"unknown route {route!r}: the store has decisions of "
                                   f"{', '.join(map(repr, known)) if known else 'no route yet'}")
-    window = {"route": route, "since_s": since_s, "until_s": until_s, "quality_from": quality_from}
+    if team is not None:
+        teams = [entry["name"] for entry in store_keys(store).teams()]
+        if team not in teams:
+            raise CrossroadsError(f"unknown team {team!r}: the store has "
+                                  f"{'teams ' + ', '.join(map(repr, teams)) if teams else 'no team yet'}")
+    window = {"route": route, "since_s": since_s, "until_s": until_s, "quality_from": quality_from, "team": team}
     ids, prompts, categories, sources, chosen, propensity = [], [], [], [], [], []
     cells: list[tuple[int, str, float | None, float | None, float | None, str | None]] = []
     row_of: dict[str, int] = {}
@@ -117,21 +124,23 @@ def read_logs(store: Store, *, route: str | None = None, since_s: float | None =
 
 
 def logged_dataset(store: Store, *, route: str | None = None, since_s: float | None = None,
-                   until_s: float | None = None, quality_from: str = "any") -> RoutingDataset:
+                   until_s: float | None = None, quality_from: str = "any", team: str | None = None) -> RoutingDataset:
     """The logged dataset of :func:`read_logs`, without its counts."""
-    return read_logs(store, route=route, since_s=since_s, until_s=until_s, quality_from=quality_from).dataset
+    return read_logs(store, route=route, since_s=since_s, until_s=until_s, quality_from=quality_from,
+                     team=team).dataset
 
 
 def load_store(url: str, *, route: str | None = None, since_s: float | None = None, until_s: float | None = None,
-               quality_from: str = "any") -> RoutingDataset:
-    """The logged dataset of the store at ``url`` (the ``store:URL[,route=R,...]`` dataset format)."""
+               quality_from: str = "any", team: str | None = None) -> RoutingDataset:
+    """The logged dataset of the store at ``url`` (the ``store:URL[,route=R,team=T,...]`` dataset format)."""
     check_store_exists(url)
     with open_store(url) as store:
-        return logged_dataset(store, route=route, since_s=since_s, until_s=until_s, quality_from=quality_from)
+        return logged_dataset(store, route=route, since_s=since_s, until_s=until_s, quality_from=quality_from,
+                              team=team)
 
 
 def load_dataset(spec: str, *, progress: bool = False) -> RoutingDataset:
-    """``crossroads.data.importers.load_dataset``, and ``store:URL[,route=R,since_s=T,until_s=T,quality_from=Q]``."""
+    """``crossroads.data.importers.load_dataset``, and ``store:URL[,route=R,since_s=T,until_s=T,quality_from=Q,team=T]``."""
     from crossroads.data.importers import STORE_FORMAT
     from crossroads.data.importers import load_dataset as load_file
 

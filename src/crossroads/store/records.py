@@ -573,9 +573,10 @@ class Store:
 
     # -- the log as a dataset (crossroads logs export; see crossroads.store.export) -------------
     def logged_answers(self, *, route: str | None = None, since_s: float | None = None,
-                       until_s: float | None = None, quality_from: str = "any",
+                       until_s: float | None = None, quality_from: str = "any", team: str | None = None,
                        chunk_rows: int = TRAFFIC_CHUNK_ROWS) -> Iterator[list[tuple]]:
-        """Every decision made in ``[since_s, until_s)`` (on ``route``) with its outcome and its answer's label.
+        """Every decision made in ``[since_s, until_s)`` (on ``route``, by ``team``'s keys) with its outcome and its
+        answer's label.
 
         Yields chunks of tuples ``(decision_id, route, chosen, propensity, category, prompt, model,
         status, cost_usd, latency_s, response, quality, calls)`` in ``created_s`` order; the outcome's
@@ -584,7 +585,7 @@ class Store:
         """
         self.flush()
         labels, label_params = _label_sql(quality_from)
-        where, params = decision_window(route, since_s, until_s)
+        where, params = decision_window(route, since_s, until_s, team)
         sql = ("SELECT d.decision_id, d.route, d.model, d.probability, d.category, d.prompt, o.model, o.status, "
                "o.cost_usd, o.latency_s, o.response, f.quality, o.calls FROM decisions d "
                "LEFT JOIN outcomes o ON o.decision_id = d.decision_id "
@@ -593,7 +594,7 @@ class Store:
         yield from self._db.stream(sql, [*label_params, *params], chunk_rows)
 
     def logged_shadow_answers(self, *, route: str | None = None, since_s: float | None = None,
-                              until_s: float | None = None, quality_from: str = "any",
+                              until_s: float | None = None, quality_from: str = "any", team: str | None = None,
                               chunk_rows: int = TRAFFIC_CHUNK_ROWS) -> Iterator[list[tuple]]:
         """The shadow answers (status ok) of the decisions :meth:`logged_answers` reads, with their labels.
 
@@ -602,7 +603,7 @@ class Store:
         """
         self.flush()
         labels, label_params = _label_sql(quality_from)
-        where, params = decision_window(route, since_s, until_s)
+        where, params = decision_window(route, since_s, until_s, team)
         sql = ("SELECT s.decision_id, s.model, s.cost_usd, s.latency_s, s.response, f.quality FROM shadow_outcomes s "
                "JOIN decisions d ON d.decision_id = s.decision_id "
                f"LEFT JOIN ({labels}) q ON q.decision_id = s.decision_id AND q.answer = s.model "

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import re
 import time
+from contextvars import ContextVar
 from typing import Any
 
 import httpx
@@ -18,6 +19,10 @@ import httpx
 from crossroads.errors import CrossroadsError
 
 RETRY_STATUSES = {408, 409, 429} | set(range(500, 600))
+#: Headers the chat providers add to every call made in the current context (task): the W3C trace context of the
+#: span timing the call (set by crossroads.serve, see its tracing module), so that an upstream that traces joins
+#: the request's trace.  Never a key: a provider's own headers win over these.
+CALL_HEADERS: ContextVar[dict[str, str] | None] = ContextVar("crossroads_call_headers", default=None)
 #: Hosts that refuse every call without a key.
 KEYED_HOSTS = ("api.openai.com",)
 MAX_RETRY_AFTER_S = 60.0

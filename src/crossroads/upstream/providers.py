@@ -20,7 +20,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from crossroads.registry import Registry
-from crossroads.upstream.http import RETRY_STATUSES, redact_credentials, retry_after_s, server_message
+from crossroads.upstream.http import CALL_HEADERS, RETRY_STATUSES, redact_credentials, retry_after_s, server_message
 from crossroads.upstream.models import ModelConfig
 
 _SECRET_LIKE = re.compile(r"\b(sk|key|tok)-[A-Za-z0-9_\-]{6,}")
@@ -176,7 +176,7 @@ class OpenAIProvider(Provider):
         raise failure
 
     def _headers(self) -> dict[str, str]:
-        headers = {"content-type": "application/json", "accept": "application/json"}
+        headers = {**(CALL_HEADERS.get() or {}), "content-type": "application/json", "accept": "application/json"}
         key = self.api_key()
         if key:
             headers["authorization"] = f"Bearer {key}"
@@ -252,6 +252,8 @@ class LiteLLMProvider(Provider):
         options["api_key"] = self.api_key() or "no-key"  # LiteLLM refuses to call without one, even a local server
         if self.config.base_url != ModelConfig.base_url:
             options["api_base"] = self.config.base_url
+        if extra := CALL_HEADERS.get():
+            options["extra_headers"] = {**extra, **(options.get("extra_headers") or {})}
         return options
 
     async def complete(self, body: dict[str, Any]) -> dict[str, Any]:
