@@ -296,6 +296,48 @@ def test_an_opening_above_one_starts_the_chain_cheaper_than_the_router(served, r
     assert {round(d["probability"], 4) for d in logged if d["model"] != "cheap"} <= {round(0.5 / 3, 4)}
 
 
+LISTED = "What is 17 times 23?\nA) 391\nB) 401\nC) 381\nD) 411"
+
+
+def test_settings_per_answer_group_start_a_multiple_choice_prompt_cheaper(router_file, tmp_path):
+    thrifty = {"objective": "quality=1,cost=0.1"}  # the router's pick: dear (0.99 - 0.1 > 0.82)
+    answers = Answers()
+    answers.texts = {"cheap": "A) 391", "mid": "A", "dear": "The answer is A"}
+    fake = FakeUpstream(answer=answers)
+    grouped = config(router_file, tmp_path, thrifty, groups={"choice-4": {"opening": 4.0}})
+    with ServerThread(Gateway(grouped, http_client=fake.async_client())) as server:
+        ask(server, QUESTION)
+        assert called(fake)[0] == "dear"  # lists no options: the route's own opening, 1
+        first = len(called(fake))
+        response = ask(server, LISTED)
+        assert called(fake)[first] == "cheap"  # four options: choice-4's opening, 4 (0.82 > 0.99 - 4 x 0.1)
+        decision = server.gateway.store.decision(response.headers["x-crossroads-decision-id"])
+        assert decision["model"] == "cheap" and "cost weighed 4 times" in response.json()["crossroads"]["reason"]
+        assert server.gateway.routes.preview("cascade", LISTED)["model"] == "cheap"
+        assert server.gateway.routes.preview("cascade", QUESTION)["model"] == "dear"
+
+
+def test_a_chain_takes_its_groups_settings_once_an_answer_shows_its_kind(router_file, tmp_path):
+    from crossroads.serve.cascade import Call
+
+    route = config(router_file, tmp_path, groups={"number": {"resolve": 0.1, "difficulty": 1.0},
+                                                  "choice-4": {"resolve": 0.25}, "other": {"opening": 2.0}}).routes[0]
+    cascade = ServedCascade(route)
+    prior, cost = {"cheap": 0.8, "mid": 0.85, "dear": 0.99}, {"cheap": 1e-4, "mid": 1e-3, "dear": 1e-2}
+
+    def chain(prompt):
+        return cascade.chain(list(PRICES), prior, cost, Objective(quality=1, cost=0.45), prompt, None, "cheap")
+
+    numeric, listed = chain(QUESTION), chain(LISTED)
+    assert numeric.group is None and numeric.policy.resolve == 0.5  # no answer yet, no options: the route's own
+    assert listed.group == "choice-4" and listed.policy.resolve == 0.25
+    numeric.add(Call("cheap", "ok", text="17 x 23 = 391"))
+    assert numeric.group == "number" and (numeric.policy.resolve, numeric.policy.difficulty) == (0.1, 1.0)
+    prose = chain("Write a poem about the sea")
+    prose.add(Call("cheap", "ok", text="Waves fold over waves, grey on grey."))
+    assert prose.group == "none" and prose.policy.opening == 2.0 and prose.policy.resolve == 0.5  # other's
+
+
 def test_the_python_client_runs_the_same_cascade(router_file, tmp_path):
     from crossroads import Client
 
@@ -353,6 +395,12 @@ def test_the_calibration_starts_as_the_identity_and_moves_with_evidence():
     ({"router_file": "default", "cascade": {"resolve": 2}}, "resolve must be a number in [0, 1]"),
     ({"router_file": "default", "cascade": {"opening": 0.5}}, "opening must be a number >= 1"),
     ({"router_file": "default", "cascade": {"verfier": "agreement"}}, "unknown keys ['verfier']"),
+    ({"router_file": "default", "cascade": {"groups": {"choice-9": {"opening": 2}}}}, "unknown answer group 'choice-9'"),
+    ({"router_file": "default", "cascade": {"groups": {"number": {"opening": 0.5}}}},
+     "groups.number.opening must be a number >= 1"),
+    ({"router_file": "default", "cascade": {"groups": {"number": {"threshold": 0.5}}}},
+     "groups.number must set some of difficulty, opening, resolve"),
+    ({"router_file": "default", "cascade": {"groups": ["number"]}}, "groups must map answer groups"),
 ])
 def test_wrong_cascade_configs_say_what_to_change(route, message):
     with pytest.raises(CrossroadsError, match=None) as error:

@@ -216,12 +216,21 @@ def outcome(called: np.ndarray, order: np.ndarray, trust: np.ndarray, true_quali
     )
 
 
+#: The answer groups (see :func:`answer_groups`); ``other`` pools the small ones.
+GROUPS = ("choice-2", "choice-3", "choice-4", "choice-5", "number", "none", "other")
+
+
+def group_of(kind: str, options: float) -> str:
+    """The answer group of a query whose answer kind is ``kind`` with ``options`` possible answers."""
+    return kind if kind != "choice" else f"choice-{min(int(options), 5)}"
+
+
 def answer_groups(answers: Answers, min_queries: int = 100) -> np.ndarray:
     """Each query's group, for settings that depend on how much its answers can tell: its answer kind, and for
     multiple choice its number of options (2, 3, 4, or 5 and more; with two, cheap models agree by chance half
     the time).  Groups of fewer than ``min_queries`` queries are pooled as ``other``."""
-    groups = np.array([kind if kind != "choice" else f"choice-{min(int(options), 5)}"
-                       for kind, options in zip(answers.kinds, answers.options)], dtype=object)
+    groups = np.array([group_of(kind, options) for kind, options in zip(answers.kinds, answers.options)],
+                      dtype=object)
     names, counts = np.unique(groups, return_counts=True)
     small = names[counts < min_queries]
     return np.where(np.isin(groups, small), "other", groups)

@@ -107,7 +107,7 @@ class Answers:
         options = np.ones(n)
         for i, (row, kind) in enumerate(zip(responses, per_query)):
             if kind == "choice":
-                listed = len(set(_OPTION_LINE.findall(prompts[i])))
+                listed = listed_options(prompts[i])
                 options[i] = listed if listed >= 2 else DEFAULT_OPTIONS
             elif kind == "number":
                 options[i] = NUMBER_OPTIONS
@@ -135,6 +135,11 @@ class Answers:
     @property
     def extracted(self) -> np.ndarray:
         return ~np.isnan(self.codes)
+
+
+def listed_options(prompt: str) -> int:
+    """How many lettered options (``A)``, ``(B)``, ``C.`` at the start of a line) ``prompt`` lists."""
+    return len(set(_OPTION_LINE.findall(prompt)))
 
 
 def answer_kinds(responses: Sequence[Sequence[str | None]], categories: Sequence[str | None]) -> dict[str, str]:

@@ -26,13 +26,14 @@ from typing import Any
 
 import numpy as np
 
-from crossroads.evaluate.cascade import CascadeRouting, next_model
+from crossroads.evaluate.cascade import CascadeRouting, group_of, next_model
 from crossroads.grading.verifiers import (
     PRIOR_FLOOR,
     AgreementVerifier,
     Answers,
     Verifier,
     fit_logistic,
+    listed_options,
     load_verifier,
 )
 from crossroads.objective import Objective
@@ -105,7 +106,8 @@ class Chain:
     """One request's cascade: its candidates' prior and expected cost, the calls made, what comes next.
 
     ``first`` is the decision's model (:meth:`ServedCascade.first_ranking` ranks for it; called first whatever
-    the policy would say, so that a route's exploration and pacing hold); then :meth:`next` asks the policy.
+    the policy would say, so that a route's exploration and pacing hold); then :meth:`next` asks the policy,
+    with the settings of the request's answer ``group`` (:func:`prompt_group` until an answer shows its kind).
     """
 
     def __init__(self, cascade: ServedCascade, models: list[str], prior: dict[str, float],
@@ -114,12 +116,18 @@ class Chain:
         self.cascade, self.models, self.prompt, self.category = cascade, models, prompt, category
         self.prior = np.array([prior[m] for m in models], dtype=np.float64)
         self.expected = np.array([expected_cost_usd[m] for m in models], dtype=np.float64)
-        config = cascade.config
-        self.policy = CascadeRouting(willingness_to_pay, config.resolve, config.difficulty, max_cost_usd,
-                                     config.max_calls, config.opening)
+        self.willingness_to_pay, self.max_cost_usd = willingness_to_pay, max_cost_usd
+        self.group = prompt_group(prompt)
         self.first = first
         self.calls: list[Call] = []
         self._readable = True  # whether the answers so far have an extractable answer (set as they are scored)
+
+    @property
+    def policy(self) -> CascadeRouting:
+        """Cascade routing with the route's settings for the request's answer group as now known."""
+        config = self.cascade.config
+        return CascadeRouting(self.willingness_to_pay, max_cost_usd=self.max_cost_usd, max_calls=config.max_calls,
+                              **config.settings(self.group))
 
     def next(self) -> str | None:
         """The next model to call, or None to stop."""
@@ -153,6 +161,7 @@ class Chain:
         texts = {call.model: call.text for call in self.calls if call.text is not None}
         answers = Answers.from_responses([[texts.get(m) for m in self.models]], [self.prompt], [self.category])
         self._readable = answers.kinds[0] != "none"
+        self.group = group_of(answers.kinds[0], answers.options[0])
         raw = np.nan_to_num(self.cascade.verifier.score(answers, self.prior[None, :], self.expected[None, :],
                                                         ~answers.missing)[0], nan=0.5)
         calibrated = self.cascade.calibration(raw)
@@ -187,11 +196,15 @@ class ServedCascade:
         caps = [cap for cap in (self.config.max_cost_usd, max_cost_usd) if cap is not None]
         return Chain(self, models, prior, expected_cost_usd, wtp, min(caps, default=None), prompt, category, first)
 
+    def opening(self, prompt: str) -> float:
+        """How many times the cost weighs in the first call's choice for ``prompt`` (its :func:`prompt_group`'s)."""
+        return self.config.settings(prompt_group(prompt))["opening"]
+
     def first_ranking(self, ranking: list[str], prior: dict[str, float], expected_cost_usd: dict[str, float],
-                      objective: Objective) -> list[str]:
+                      objective: Objective, prompt: str) -> list[str]:
         """The decision's ranking for a cascade: by ``prior - opening x willingness to pay x cost`` (with ``opening``
         1 the order of the route's reward), so that the decision's model is the policy's first call."""
-        weight = self.config.opening * willingness_to_pay(objective, list(expected_cost_usd.values()))
+        weight = self.opening(prompt) * willingness_to_pay(objective, list(expected_cost_usd.values()))
         return sorted(ranking, key=lambda m: -(prior[m] - weight * expected_cost_usd[m]))
 
     def learned(self, store: Any) -> bool:
@@ -209,6 +222,12 @@ class ServedCascade:
         pairs = [(raw, quality) for raw, quality in store.cascade_feedback(self.route, CALIBRATION_WINDOW)
                  if raw is not None and quality is not None]
         self.calibration = TrustCalibration().fit([raw for raw, _ in pairs], [quality for _, quality in pairs])
+
+
+def prompt_group(prompt: str) -> str | None:
+    """A request's answer group before any answer: multiple choice when its prompt lists options, else not known."""
+    options = listed_options(prompt)
+    return group_of("choice", options) if options >= 2 else None
 
 
 def _log_odds(trust: np.ndarray) -> np.ndarray:

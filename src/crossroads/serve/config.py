@@ -17,6 +17,7 @@ from typing import Any
 from crossroads.checks import check_fraction
 from crossroads.data.descriptors import TIERS
 from crossroads.errors import CrossroadsError
+from crossroads.evaluate.cascade import GROUPS
 from crossroads.objective import RULES, Objective, parse_objective
 from crossroads.objective.budget import Budget, parse_budget
 from crossroads.online import LEARNERS
@@ -59,6 +60,9 @@ class CascadeConfig:
     cap beyond the objective); ``resolve``, ``difficulty`` and ``opening`` are the policy's (see
     :class:`crossroads.evaluate.cascade.CascadeRouting`): with ``opening`` above 1 the first
     call goes to a cheaper model than the router would pick, since a doubtful answer can escalate.
+    ``groups`` gives them per answer group (:data:`crossroads.evaluate.cascade.GROUPS`: ``choice-4``,
+    ``number`` ..., ``other`` for any group not named), as ``crossroads eval --cascade routing`` calibrates them
+    (``setup.cascades.routing_at_97``); see :meth:`settings`.
     """
 
     verifier: str = "agreement"
@@ -67,6 +71,16 @@ class CascadeConfig:
     resolve: float = 0.5
     difficulty: float = 0.5
     opening: float = 1.0
+    groups: dict[str, dict[str, float]] = field(default_factory=dict)
+
+    def settings(self, group: str | None) -> dict[str, float]:
+        """``resolve``, ``difficulty`` and ``opening`` for a request of answer ``group`` (None: not known yet, as
+        before the first answer of a prompt that lists no options): the group's own, else ``other``'s, over the
+        route's."""
+        own = {"resolve": self.resolve, "difficulty": self.difficulty, "opening": self.opening}
+        if group is None:
+            return own
+        return {**own, **self.groups.get(group, self.groups.get("other", {}))}
 
 
 @dataclass(frozen=True)
@@ -451,6 +465,26 @@ def _cascade(name: str, item: Any, route: dict[str, Any]) -> CascadeConfig:
     cap = values.get("max_cost_usd")
     if cap is not None and (isinstance(cap, bool) or not isinstance(cap, (int, float)) or not 0 < cap < math.inf):
         raise CrossroadsError(f"{where}.max_cost_usd must be a positive number of US$ per request, got {cap!r}")
+    _policy_settings(where, values)
+    groups = values.get("groups") or {}
+    if not isinstance(groups, dict):
+        raise CrossroadsError(f"{where}.groups must map answer groups ({', '.join(GROUPS)}) to settings, e.g. "
+                              "{choice-4: {opening: 16, resolve: 0.25}}")
+    for group, settings in groups.items():
+        if group not in GROUPS:
+            raise CrossroadsError(f"{where}.groups: unknown answer group {group!r}; groups: {', '.join(GROUPS)}")
+        known = {"resolve", "difficulty", "opening"}
+        if not isinstance(settings, dict) or set(settings) - known:
+            raise CrossroadsError(f"{where}.groups.{group} must set some of {', '.join(sorted(known))}, got "
+                                  f"{settings!r}")
+        _policy_settings(f"{where}.groups.{group}", settings)
+    values["groups"] = {str(group): {key: float(value) for key, value in settings.items()}
+                        for group, settings in groups.items()}
+    return CascadeConfig(**values)
+
+
+def _policy_settings(where: str, values: dict[str, Any]) -> None:
+    """Check the cascade policy's ``resolve``, ``difficulty`` and ``opening`` in ``values`` (those present)."""
     for key in ("resolve", "difficulty"):
         value = values.get(key, 0.5)
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
@@ -459,7 +493,6 @@ def _cascade(name: str, item: Any, route: dict[str, Any]) -> CascadeConfig:
     if isinstance(opening, bool) or not isinstance(opening, (int, float)) or not 1 <= opening < math.inf:
         raise CrossroadsError(f"{where}.opening must be a number >= 1 (how many times the cost weighs in the first "
                               f"call's choice; 1: the router's pick), got {opening!r}")
-    return CascadeConfig(**values)
 
 
 def _shadow(name: str, item: Any) -> ShadowConfig | None:

@@ -127,7 +127,7 @@ class Routes:
         else:
             choice, own = self._predict(decision_id, route, candidates, objective, text, overrides.category)
             if route.cascade is not None:  # the decision names the first call; the gateway runs the chain
-                choice = self._first_call(route, choice)
+                choice = self._first_call(route, choice, text)
                 own = {choice.model: 1.0}
         scopes = [*([route.name] if self.budgets is not None and route.name in self.budgets else []), *payers]
         if scopes:
@@ -225,12 +225,13 @@ class Routes:
                         scores=ranking.scores, options=(ranking.predicted_quality, ranking.expected_cost_usd))
         return choice, {best: 1.0}
 
-    def _first_call(self, route: RouteConfig, choice: Choice) -> Choice:
+    def _first_call(self, route: RouteConfig, choice: Choice, text: str) -> Choice:
         """A cascade route's decision: its ranking puts the cascade policy's first call first."""
         assert choice.options is not None and route.cascade is not None
         quality, cost = choice.options
-        ranking = self.cascades[route.name].first_ranking(choice.ranking, quality, cost, choice.objective)
-        opening = route.cascade.opening
+        cascade = self.cascades[route.name]
+        ranking = cascade.first_ranking(choice.ranking, quality, cost, choice.objective, text)
+        opening = cascade.opening(text)
         reason = (f"cascade, first call {ranking[0]}" + (f" (cost weighed {opening:g} times)" if opening != 1 else "")
                   + f"; the router alone: {choice.reason}")
         return replace(choice, kind="cascade", ranking=ranking, reason=reason, probability=1.0)
@@ -329,7 +330,7 @@ class Routes:
             reason = f"{route.rule if route.learner is None else 'expected reward'} under {route.objective}"
             if route.cascade is not None:  # the first call of the chain; the answers decide what follows
                 pick = self.cascades[route.name].first_ranking(ranking.models, ranking.predicted_quality,
-                                                               ranking.expected_cost_usd, route.objective)[0]
+                                                               ranking.expected_cost_usd, route.objective, text)[0]
                 reason = f"cascade, first call under {route.objective} (then the answers decide)"
         if route.learner is not None:
             context = self._embed(text) if self._learner_contextual(route) else None
