@@ -10,7 +10,14 @@ import pytest
 
 from crossroads.errors import CrossroadsError
 from crossroads.evaluate.budget_simulation import Traffic, best_fixed_quality, simulate_budget
-from crossroads.objective.budget import Budget, PacingController, TrafficProfile, parse_budget, period_bounds
+from crossroads.objective.budget import (
+    CAP_HEADROOM,
+    Budget,
+    PacingController,
+    TrafficProfile,
+    parse_budget,
+    period_bounds,
+)
 
 
 # -- parsing -------------------------------------------------------------------------------
@@ -83,9 +90,26 @@ def test_controller_spends_the_budget_and_cap_never_overspends(mode):
         summary = run.summary
         assert 0.95 <= summary["spend_over_budget"] <= (1.0 if mode == "cap" else 1.05)
         assert run.spent_usd.max() <= budget_usd or mode == "pace"
-        assert summary["max_deviation"] < 0.05  # the spend follows the target curve all along
+        controller = PacingController(Budget(budget_usd, "day", mode))
+        goal = budget_usd * (1 - (CAP_HEADROOM if mode == "cap" else 0.0))
+        course = goal * np.array([controller.course(share) for share in run.target_usd / budget_usd])
+        assert np.abs(run.spent_usd - course).max() / budget_usd < 0.05  # the spend follows its course all along
+        assert summary["max_deviation"] <= controller.reserve * (1 - controller.release) + 0.05  # below the target
+        assert abs(run.spent_usd[-1] - goal) / budget_usd < 0.02  # ... by the reserve, spent by the end
         assert summary["quality_vs_best_fixed"] >= 0.97
         assert summary["refused_share"] == 0.0
+
+
+def test_the_course_holds_a_reserve_back_until_the_last_of_the_traffic():
+    controller = PacingController(Budget(1.0, "day"))
+    reserve, release = controller.reserve, controller.release
+    assert controller.course(0.0) == 0.0 and controller.course(1.0) == 1.0
+    assert controller.course(0.5) == pytest.approx(0.5 * (1 - reserve))
+    assert controller.course(1 - release / 2) == pytest.approx((1 - release / 2) * (1 - reserve / 2))
+    assert np.all(np.diff([controller.course(share) for share in np.linspace(0, 1, 201)]) > 0)
+    assert PacingController(Budget(1.0, "day"), reserve=0.0).course(0.5) == 0.5
+    with pytest.raises(CrossroadsError, match="reserve < release"):
+        PacingController(Budget(1.0, "day"), reserve=0.4, release=0.3)
 
 
 def test_controller_tracks_a_uniform_target_on_flat_traffic():

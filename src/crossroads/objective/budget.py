@@ -9,10 +9,17 @@ what owns it (a route, a key, a team): the owner reads the period's spend and as
 :class:`PacingController` for the willingness to pay of each request.
 
 The controller chooses ``lambda`` (quality units per US$, the ``willingness_to_pay`` of
-:class:`crossroads.objective.rules.MaxUtility`) so that the spend is back on the target curve
-(the budget times the profile's share of the period so far) ``horizon`` ahead::
+:class:`crossroads.objective.rules.MaxUtility`) so that the spend is back on its course
+``horizon`` ahead::
 
-    spend_per_request(lambda) = (budget * F(t + horizon) - spent) / expected_requests(t, t + horizon)
+    spend_per_request(lambda) = (budget * course(F(t + horizon)) - spent) / expected_requests(t, t + horizon)
+
+``F(t)`` is the target curve, the profile's share of the period so far; the course keeps a
+``reserve`` for bursts below it, a share of what the curve allows that is released over the
+last ``release`` of the period's traffic: ``course(F) = F * (1 - reserve * min(1, (1 - F) / release))``.
+A burst then overspends into the reserve first, so the spend is back near the target curve
+sooner, and the controller can pay the overspend back over a longer horizon, at a steadier
+price.
 
 ``spend_per_request`` is measured, for a grid of lambdas, on the options (predicted quality
 and expected cost of each candidate) of the last ``window`` requests, and corrected by the
@@ -190,18 +197,24 @@ class PacingController:
     :meth:`choose`; after the request, :meth:`served` with its expected and actual cost if
     known.  ``profile`` shapes the expected traffic over the period; ``window`` is how many
     recent requests the spend curve is measured on, ``rate_window`` the share of the
-    period the arrival rate is measured over.
+    period the arrival rate is measured over; ``reserve`` and ``release`` shape the course it
+    steers by (see the module).
     """
 
     def __init__(self, budget: Budget, profile: TrafficProfile | None = None, *, window: int = 400,
-                 rate_window: float = 0.02, level_window: float = 0.2, horizon: float = 0.08,
-                 warmup_requests: int = 20):
+                 rate_window: float = 0.02, level_window: float = 0.2, horizon: float = 0.2,
+                 reserve: float = 0.06, release: float = 0.3, warmup_requests: int = 20):
+        if not (0 <= reserve < release <= 1 and 0 < horizon <= 1):  # reserve < release: the course never falls
+            raise CrossroadsError(f"pacing: need 0 <= reserve < release <= 1 and horizon in (0, 1]; got {reserve}, "
+                                  f"{release}, {horizon}")
         self.budget = budget
         self.profile = profile or TrafficProfile()
         self.window = window
         self.rate_window = rate_window
         self.level_window = max(level_window, rate_window)
         self.horizon = horizon
+        self.reserve = reserve
+        self.release = release
         self.warmup_requests = warmup_requests
         self._spend_at = deque(maxlen=window)  # per request: the cost chosen at each grid lambda
         self._sum = np.zeros(len(LAMBDA_GRID))
@@ -292,9 +305,14 @@ class PacingController:
         excess = (recent - level) * self.profile.mass(fraction, min(fraction + self.rate_window, ahead))
         return level * self.profile.mass(fraction, ahead) + excess
 
+    def course(self, share: float) -> float:
+        """The share of the goal to have spent once ``share`` of the period's traffic is past: the target curve less
+        the burst reserve, which is released over the last ``release`` of the traffic (see the module)."""
+        return share * (1.0 - self.reserve * min(1.0, (1.0 - share) / self.release))
+
     def _solve(self, goal_usd: float, spent_usd: float, fraction: float) -> float:
-        ahead = min(fraction + self.horizon, 1.0)  # be back on the target curve this far ahead
-        left_usd = goal_usd * self.profile.cumulative(ahead) - spent_usd
+        ahead = min(fraction + self.horizon, 1.0)  # be back on course this far ahead
+        left_usd = goal_usd * self.course(float(self.profile.cumulative(ahead))) - spent_usd
         if left_usd <= 0:
             return float(LAMBDA_GRID[-1])
         expected = self._expected_requests(fraction, ahead)
