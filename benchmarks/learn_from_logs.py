@@ -2,7 +2,7 @@
 
 Run from the repository root (data from ``crossroads.paths.shared_data_dir()``)::
 
-    python benchmarks/learn_from_logs.py [--seeds 5] [--requests 5000]
+    python benchmarks/learn_from_logs.py [--seeds 5] [--requests 5000] [--off-policy-requests 20000]
 
 In-process simulation on LLMRouter's 9-model set and RouterBench's 11 models; for each seed:
 30% of the queries are held out; a logging router (knn, k=25) is trained with every model's
@@ -63,7 +63,9 @@ def choices(router, dataset, embeddings, objective: Objective) -> np.ndarray:
     return decide(router.predict(embeddings), expected_costs(dataset), MaxReward(objective)).chosen
 
 
-def one_run(dataset, embeddings, seed: int, requests: int) -> dict:
+def one_run(dataset, embeddings, seed: int, requests: int, off_policy_requests: int | None = None) -> dict:
+    """One seed: the retraining on a log of ``requests``, and the off-policy estimates on a log of
+    ``off_policy_requests`` (by default the same log) made by the same logging router."""
     rng = np.random.default_rng(seed)
     n = dataset.n_queries
     order = rng.permutation(n)
@@ -102,6 +104,13 @@ def one_run(dataset, embeddings, seed: int, requests: int) -> dict:
     recovered = {name: (values[name] - best_fixed) / gain if gain > 0 else float("nan") for name in values}
 
     # off-policy: 5 candidates, none trained on the logged requests
+    if off_policy_requests is not None and off_policy_requests != requests:
+        requests = off_policy_requests
+        rows = rng.choice(pool, size=requests, replace=requests > len(pool))
+        full = dataset.subset(rows)
+        logging_choice = choices(logging_router, full, embeddings[rows], OBJECTIVE)
+        logs = simulate_log(full, explore_probabilities(logging_choice, dataset.n_models, EXPLORE), rng,
+                            shadow=SHADOW)
     log_rewards = rewards[rows]
     candidates = {"best single model": np.full(requests, int(np.nanargmax(np.nanmean(test_rewards, axis=0)))),
                   "cheapest model": np.full(requests, int(np.argmin(np.nanmean(dataset.cost_usd, axis=0))))}
@@ -130,27 +139,32 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--requests", type=int, default=5000)
+    parser.add_argument("--off-policy-requests", type=int, default=None,
+                        help="logged requests the off-policy estimates rest on (default: --requests)")
     args = parser.parse_args()
+    off_requests = args.off_policy_requests or args.requests
     data = shared_data_dir()
     missing = missing_data([data / path for _, path in DATASETS.values()])
     if missing:
         print(skip_message(missing))
         return 0
-    results = {"machine": machine(), "seeds": args.seeds, "requests": args.requests, "objective": str(OBJECTIVE),
+    results = {"machine": machine(), "seeds": args.seeds, "requests": args.requests,
+               "off_policy_requests": off_requests, "objective": str(OBJECTIVE),
                "explore": EXPLORE, "shadow": SHADOW, "logging_slice": LOGGING_SLICE, "datasets": {}}
     retrain = Table(f"retrained from the log: share of the full-information router's reward gain over the best single "
                     f"model, held-out queries, mean over {args.seeds} seeds (target >= 80%)",
                     ["dataset", "full info gain", "its standard error", *METHODS,
                      *(f"dr, weight <= {c:g}" for c in CAPS), "naive", "logging policy"])
-    estimates = Table(f"off-policy estimates of 5 candidates with explore {EXPLORE}: mean relative error of the mean "
-                      f"reward over {args.seeds} seeds, worst seed in brackets (target: within 5%)",
+    estimates = Table(f"off-policy estimates of 5 candidates with explore {EXPLORE} on {off_requests:,} logged requests: "
+                      f"mean relative error of the mean reward over {args.seeds} seeds, worst seed in brackets "
+                      "(target: within 5%)",
                       ["dataset / candidate", "truth", "ips", "snips", "dr", "dr interval covers",
                        "dr 95% half-width", "decisions choosing as it does"])
     for name, (spec, _) in DATASETS.items():
         dataset, embeddings, _ = load_embedded(spec.format(data=data))
         complete = ~np.isnan(dataset.quality).any(axis=1)  # the truth needs every model's outcome
         dataset, embeddings = dataset.subset(complete), np.asarray(embeddings)[complete]
-        runs = [one_run(dataset, embeddings, seed, args.requests) for seed in range(args.seeds)]
+        runs = [one_run(dataset, embeddings, seed, args.requests, off_requests) for seed in range(args.seeds)]
         results["datasets"][name] = runs
         gain = np.mean([r["values"]["full information"] - r["best_fixed"] for r in runs])
         retrain.add(name, cell(gain, digits=4), cell(np.mean([r["gain_se"] for r in runs]), digits=4),
@@ -170,9 +184,11 @@ def main() -> int:
     retrain.print()
     estimates.print()
     write_results("learn_from_logs", results, "Learning from the own log: retraining and off-policy estimates",
-                  [f"`python benchmarks/learn_from_logs.py --seeds {args.seeds} --requests {args.requests}`: "
-                   f"{args.requests:,} logged requests per seed (objective {OBJECTIVE}, explore {EXPLORE}, "
-                   f"{SHADOW:.0%} shadow outcomes), logging router trained on {LOGGING_SLICE} queries."],
+                  [f"`python benchmarks/learn_from_logs.py --seeds {args.seeds} --requests {args.requests}"
+                   + (f" --off-policy-requests {off_requests}" if off_requests != args.requests else "") + "`: "
+                   f"{args.requests:,} logged requests per seed for retraining, {off_requests:,} for the off-policy "
+                   f"estimates (objective {OBJECTIVE}, explore {EXPLORE}, {SHADOW:.0%} shadow outcomes), logging "
+                   f"router trained on {LOGGING_SLICE} queries."],
                   [retrain, estimates])
     return 0
 
