@@ -112,10 +112,12 @@ class KnowsQuality(Verifier):
 
 
 class KnowsVotePatterns(Verifier):
-    """A bound, not a verifier: what the extracted answers tell when their accuracy is known in hindsight.  It trusts an answer as much
-    as the answers of the same model, in the same category, with the same called models agreeing and disagreeing
-    with it, turned out good over every query of the dataset, the test queries included (Laplace-smoothed):
-    calibrated in hindsight.  It reads each row's index from ``Answers.length_chars`` (see :func:`bounds`)."""
+    """A bound, not a verifier: what the extracted answers tell when their accuracy is known in hindsight.
+
+    It trusts an answer as much as the answers of the same model, in the same category, with the same called
+    models agreeing and disagreeing with it, turned out good over every query of the dataset, the test queries
+    included (Laplace-smoothed).  It reads each row's index from ``Answers.length_chars`` (see :func:`bounds`).
+    """
 
     name = "knows-vote-patterns"
 
@@ -214,8 +216,8 @@ def run_dataset(key: str, router: str = CASCADE_ROUTER) -> tuple[dict, list]:
                        "what the policy could do with a perfect verifier.")
     table.notes.append(f"bound: with a verifier calibrated in hindsight on which called answers agree (per category, "
                        f"model and vote pattern, over every query, the test queries included) it reaches cost@97% "
-                       f"{cell(votes['cost_share_at_97'], True)}, AIQ {votes['aiq']:.3f}: what the votes tell this policy "
-                       "when their accuracy is known in hindsight.")
+                       f"{cell(votes['cost_share_at_97'], True)}, AIQ {votes['aiq']:.3f}: what the votes tell this "
+                       "policy when their accuracy is known in hindsight.")
     category_table = per_category(dataset, embeddings, embedder, curves[0], router)
     check = (f"{'PASS' if share_ok and aiq_ok else 'FAIL'}  {title}: cascade routing cost@97% "
              f"{cell(share, True)} vs best router {best_router.name} {cell(plain, True)} "

@@ -155,9 +155,9 @@ def main() -> int:
                     f"model, held-out queries, mean over {args.seeds} seeds (target >= 80%)",
                     ["dataset", "full info gain", "its standard error", *METHODS,
                      *(f"dr, weight <= {c:g}" for c in CAPS), "naive", "logging policy"])
-    estimates = Table(f"off-policy estimates of 5 candidates with explore {EXPLORE} on {off_requests:,} logged requests: "
-                      f"mean relative error of the mean reward over {args.seeds} seeds, worst seed in brackets "
-                      "(target: within 5%)",
+    estimates = Table(f"off-policy estimates of 5 candidates with explore {EXPLORE} on {off_requests:,} logged "
+                      f"requests: mean relative error of the mean reward over {args.seeds} seeds, worst seed in "
+                      "brackets (target: within 5%)",
                       ["dataset / candidate", "truth", "ips", "snips", "dr", "dr interval covers",
                        "dr 95% half-width", "decisions choosing as it does"])
     for name, (spec, _) in DATASETS.items():

@@ -159,7 +159,8 @@ async def _send(client: Any, recording: Recording, row: int, route: str, grade: 
     if grade is not None and decision_id:
         text = (completion.choices[0].message.content or "") if completion.choices else ""
         record.quality = await grade(row, model, prompt, text)
-        try:  # feedback has no SDK method; the SDK's generic post shares its connections (and is cheaper than a second client)
+        # feedback has no SDK method: its generic post shares the SDK's connections (cheaper than a second client)
+        try:
             await client.post("feedback", body={"decision_id": decision_id, "quality": record.quality}, cast_to=dict)
         except openai.APIStatusError as error:
             message = f"feedback on {decision_id}: HTTP {error.status_code}: {_message(error)}"

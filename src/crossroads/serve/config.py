@@ -71,7 +71,7 @@ class CascadeConfig:
     resolve: float = 0.5
     difficulty: float = 0.5
     opening: float = 1.0
-    groups: dict[str, dict[str, float]] = field(default_factory=dict)
+    groups: dict[str, dict[str, float]] = field(default_factory=dict, hash=False)  # routes stay hashable
 
     def settings(self, group: str | None) -> dict[str, float]:
         """``resolve``, ``difficulty`` and ``opening`` for a request of answer ``group`` (None: not known yet, as

@@ -140,7 +140,8 @@ def load_store(url: str, *, route: str | None = None, since_s: float | None = No
 
 
 def load_dataset(spec: str, *, progress: bool = False) -> RoutingDataset:
-    """``crossroads.data.importers.load_dataset``, and ``store:URL[,route=R,since_s=T,until_s=T,quality_from=Q,team=T]``."""
+    """``crossroads.data.importers.load_dataset``, and
+    ``store:URL[,route=R,since_s=T,until_s=T,quality_from=Q,team=T]``."""
     from crossroads.data.importers import STORE_FORMAT
     from crossroads.data.importers import load_dataset as load_file
 
