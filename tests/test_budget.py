@@ -155,6 +155,20 @@ def test_controller_pays_more_when_the_budget_is_ahead_of_the_spend():
     assert lambdas[0.9] > lambdas[0.0]
 
 
+def test_more_than_the_band_over_the_target_it_catches_up_faster():
+    def last_lambda(spent: float, catch_up: float) -> float:
+        rng = np.random.default_rng(2)
+        controller = PacingController(Budget(1.0, "day"), catch_up=catch_up)
+        for i in range(200):  # until 200 x 200 s = 46% of the day: the target curve stands at 0.46
+            quality, cost = rng.random(3), np.array([0.0001, 0.001, 0.01])
+            state = controller.state(quality, cost, _utc(2024, 1, 1) + 200 * i, spent if i == 199 else 0.0)
+        return state.willingness_to_pay
+
+    within, beyond = 0.46 + 0.02, 0.46 + 0.06  # the band is 3% of the budget
+    assert last_lambda(within, catch_up=0.08) == last_lambda(within, catch_up=0.2)  # the usual horizon
+    assert last_lambda(beyond, catch_up=0.08) > last_lambda(beyond, catch_up=0.2)  # paid back over 8%, not 20%
+
+
 def test_best_fixed_quality_interpolates_the_upper_envelope():
     fixed = {"spend_usd": np.array([1.0, 2.0, 3.0, 4.0]), "mean_quality": np.array([0.5, 0.6, 0.9, 0.85])}
     assert best_fixed_quality(fixed, 2.0) == pytest.approx(0.7)  # (1, 0.5)-(3, 0.9) lies above (2, 0.6)

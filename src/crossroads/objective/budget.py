@@ -19,7 +19,9 @@ The controller chooses ``lambda`` (quality units per US$, the ``willingness_to_p
 last ``release`` of the period's traffic: ``course(F) = F * (1 - reserve * min(1, (1 - F) / release))``.
 A burst then overspends into the reserve first, so the spend is back near the target curve
 sooner, and the controller can pay the overspend back over a longer horizon, at a steadier
-price.
+price.  Once the spend is more than ``band`` (a share of the budget) above the target curve
+itself, it pays back faster, over ``catch_up``: a burst too big for the reserve is not left
+off track for long.
 
 ``spend_per_request`` is measured, for a grid of lambdas, on the options (predicted quality
 and expected cost of each candidate) of the last ``window`` requests, and corrected by the
@@ -198,15 +200,18 @@ class PacingController:
     known.  ``profile`` shapes the expected traffic over the period; ``window`` is how many
     recent requests the spend curve is measured on, ``rate_window`` the share of the
     period the arrival rate is measured over; ``reserve`` and ``release`` shape the course it
-    steers by (see the module).
+    steers by, ``horizon`` is how soon it wants to be back on it, ``catch_up`` how soon once the
+    spend is more than ``band`` above the target curve (see the module).
     """
 
     def __init__(self, budget: Budget, profile: TrafficProfile | None = None, *, window: int = 400,
                  rate_window: float = 0.02, level_window: float = 0.2, horizon: float = 0.2,
-                 reserve: float = 0.06, release: float = 0.3, warmup_requests: int = 20):
-        if not (0 <= reserve < release <= 1 and 0 < horizon <= 1):  # reserve < release: the course never falls
-            raise CrossroadsError(f"pacing: need 0 <= reserve < release <= 1 and horizon in (0, 1]; got {reserve}, "
-                                  f"{release}, {horizon}")
+                 reserve: float = 0.06, release: float = 0.3, catch_up: float = 0.08, band: float = 0.03,
+                 warmup_requests: int = 20):
+        if not (0 <= reserve < release <= 1 and 0 < catch_up <= horizon <= 1 and band >= 0):
+            # reserve < release: the course never falls
+            raise CrossroadsError(f"pacing: need 0 <= reserve < release <= 1, 0 < catch_up <= horizon <= 1 and band "
+                                  f">= 0; got {reserve}, {release}, {catch_up}, {horizon}, {band}")
         self.budget = budget
         self.profile = profile or TrafficProfile()
         self.window = window
@@ -215,6 +220,8 @@ class PacingController:
         self.horizon = horizon
         self.reserve = reserve
         self.release = release
+        self.catch_up = catch_up
+        self.band = band
         self.warmup_requests = warmup_requests
         self._spend_at = deque(maxlen=window)  # per request: the cost chosen at each grid lambda
         self._sum = np.zeros(len(LAMBDA_GRID))
@@ -311,7 +318,8 @@ class PacingController:
         return share * (1.0 - self.reserve * min(1.0, (1.0 - share) / self.release))
 
     def _solve(self, goal_usd: float, spent_usd: float, fraction: float) -> float:
-        ahead = min(fraction + self.horizon, 1.0)  # be back on course this far ahead
+        off_track = spent_usd > goal_usd * (float(self.profile.cumulative(fraction)) + self.band)
+        ahead = min(fraction + (self.catch_up if off_track else self.horizon), 1.0)  # be back on course this far ahead
         left_usd = goal_usd * self.course(float(self.profile.cumulative(ahead))) - spent_usd
         if left_usd <= 0:
             return float(LAMBDA_GRID[-1])
