@@ -135,6 +135,20 @@ def test_a_shadow_call_is_a_child_span_of_its_request_and_sends_its_traceparent(
     assert sent == [traceparent(served), traceparent(shadow)]
 
 
+def test_a_streamed_requests_shadow_calls_are_children_of_its_span(serve):
+    server, exporter = serve(routes={"pair": {"learner": "ucb:seed=0", "shadow": {"share": 1.0}}})
+    with httpx.stream("POST", server.url + "/v1/chat/completions", timeout=10,
+                      json={"model": "pair", "messages": HELLO, "stream": True}) as answer:
+        assert answer.status_code == 200
+        answer.read()
+    deadline = time.monotonic() + 10
+    while not spans(exporter, "crossroads.shadow") and time.monotonic() < deadline:
+        time.sleep(0.02)
+    [request], [shadow] = spans(exporter, "crossroads.chat"), spans(exporter, "crossroads.shadow")
+    assert shadow.parent is not None and shadow.parent.span_id == request.context.span_id
+    assert shadow.context.trace_id == request.context.trace_id
+
+
 def test_route_and_feedback_requests_have_spans_naming_their_decision(serve):
     server, exporter = serve()
     decision = httpx.post(server.url + "/v1/route", json={"model": "pair", "prompt": PROMPT}).json()

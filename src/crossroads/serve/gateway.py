@@ -123,6 +123,7 @@ class Attempts:
     ttft_s: float | None = None
     deadline_s: float = math.inf  # time.perf_counter() by which the request must have its answer (or first chunk)
     span: Any = NO_SPAN  # the trace span of the model being tried (crossroads.serve.tracing)
+    request_span: Any = None  # the trace span of the request, for what runs after its context is gone
 
     def remaining_s(self) -> float:
         return self.deadline_s - time.perf_counter()
@@ -312,7 +313,8 @@ class Gateway:
         finally:
             self._finish(attempts, request, usage, "".join(texts), status)
             if status in ("ok", "broken"):  # the client read the stream to its end
-                self.shadow.after_answer(attempts.choice.decision_id, attempts.choice.route, request, model)
+                self.shadow.after_answer(attempts.choice.decision_id, attempts.choice.route, request, model,
+                                         attempts.request_span)  # a stream's end is outside the request's context
 
     async def _cascade(self, request: ChatRequest, choice: Choice) -> dict[str, Any]:
         """Run a cascade route's chain (:mod:`crossroads.serve.cascade`) and return the answer trusted most.
@@ -381,7 +383,7 @@ class Gateway:
         return cost_usd
 
     def _attempts(self, choice: Choice) -> Attempts:
-        attempts = Attempts(choice)
+        attempts = Attempts(choice, request_span=self.tracer.current())
         attempts.deadline_s = attempts.started_s + self.config.request_deadline_s
         return attempts
 

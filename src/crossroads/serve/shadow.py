@@ -81,15 +81,18 @@ class ShadowCalls:
         self._roll_day()
         return self._spent_usd.get(route, 0.0)
 
-    def after_answer(self, decision_id: str, route_name: str, request: ChatRequest, served: str) -> None:
-        """Maybe shadow a request the client has its answer to; returns at once, the calls run in the background."""
+    def after_answer(self, decision_id: str, route_name: str, request: ChatRequest, served: str,
+                     parent: Any = None) -> None:
+        """Maybe shadow a request the client has its answer to; returns at once, the calls run in the background.
+
+        ``parent`` is the request's trace span (by default the one current in this task)."""
         route = self.routes.get(route_name)
         if route is None or not route.shadow.share or not self._rng.random() < route.shadow.share:
             return
         allowed = request.overrides.allowed_models  # a request that rules models out rules out their shadow calls too
         for model in self._models(route):
             if model != served and (allowed is None or model in allowed):
-                self._start(route, decision_id, request, model)
+                self._start(route, decision_id, request, model, parent)
 
     async def aclose(self) -> None:
         """Let the calls in flight finish for up to ``SHUTDOWN_WAIT_S``, then cancel the rest (recorded as cancelled)."""
@@ -106,7 +109,7 @@ class ShadowCalls:
     def _models(self, route: RouteConfig) -> tuple[str, ...]:
         return route.shadow.models or route.models or tuple(self.config.model_names)
 
-    def _start(self, route: RouteConfig, decision_id: str, request: ChatRequest, model: str) -> None:
+    def _start(self, route: RouteConfig, decision_id: str, request: ChatRequest, model: str, parent: Any) -> None:
         if len(self._tasks) >= self.max_in_flight:
             self.metrics.shadow_skipped.labels(route.name, "busy").inc()
             return
@@ -121,19 +124,19 @@ class ShadowCalls:
         except RuntimeError:  # a stream finalised after its event loop stopped: nothing can run any more
             return
         self._reserved_usd[route.name] = self._reserved_usd.get(route.name, 0.0) + expected_usd
-        task = loop.create_task(self._call(route.name, decision_id, request, model, expected_usd, self._day))
+        task = loop.create_task(self._call(route.name, decision_id, request, model, expected_usd, self._day, parent))
         self._tasks.add(task)  # a reference, so that the task is not garbage-collected while it runs
         task.add_done_callback(self._tasks.discard)
 
     async def _call(self, route: str, decision_id: str, request: ChatRequest, model: str, expected_usd: float,
-                    day: dt.date) -> None:
+                    day: dt.date, parent: Any) -> None:
         config = self.config.model(model)
         body = {key: value for key, value in {**config.defaults, **request.body}.items() if key not in _STREAM_FIELDS}
         body["model"] = config.upstream_model
         started_s = time.perf_counter()
         status, error, usage, text = "ok", None, {}, ""
-        # the task began in the request's context: its span is the parent, though the request may end first
-        span = self.tracer.start("crossroads.shadow", route=route, model=model, decision_id=decision_id)
+        # a child of the request's span, though the request may end first
+        span = self.tracer.start("crossroads.shadow", parent, route=route, model=model, decision_id=decision_id)
         span.propagate()
         try:
             answer = await self.providers[model].complete(body)

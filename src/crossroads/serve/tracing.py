@@ -60,8 +60,11 @@ class NoTracer:
     def request(self, name: str, headers: Any = None, attributes: dict[str, Any] | None = None) -> NoSpan:
         return NO_SPAN
 
-    def start(self, name: str, **values: Any) -> NoSpan:
+    def start(self, name: str, parent: Any = None, **values: Any) -> NoSpan:
         return NO_SPAN
+
+    def current(self) -> None:
+        return None
 
     def note(self, **values: Any) -> None:
         pass
@@ -152,11 +155,16 @@ class Tracer:
         span.token = _request_span.set(span)
         return span
 
-    def start(self, name: str, **values: Any) -> Span:
-        """Start a child span of the current request's span (a root span outside a request)."""
-        parent = _request_span.get()
+    def start(self, name: str, parent: Span | None = None, **values: Any) -> Span:
+        """Start a child span of ``parent``, by default the current request's span (a root span outside a request)."""
+        parent = parent or _request_span.get()
         context = self._in_context(parent.otel) if parent is not None else None
         return Span(self._otel.start_span(name, context=context, attributes=_attributes(None, values)))
+
+    def current(self) -> Span | None:
+        """The span of the request being served in this task, if any: to parent work that outlives the task's
+        context, such as the shadow calls made when a stream ends."""
+        return _request_span.get()
 
     def note(self, **values: Any) -> None:
         """Set ``crossroads.<keyword>`` attributes on the current request's span, if there is one."""
