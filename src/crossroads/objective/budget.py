@@ -248,11 +248,12 @@ class PacingController:
                 arrivals.popleft()
         goal = self.budget.usd * (1.0 - (CAP_HEADROOM if self.budget.mode == "cap" else 0.0))
         remaining = self.budget.usd - spent_usd
-        target = self.budget.usd * self.profile.cumulative(fraction)
+        share = float(self.profile.cumulative(fraction))  # of the period's traffic expected so far
+        target = self.budget.usd * share
         cheapest = float(np.min(cost)) if cost.size else 0.0
         exhausted = remaining <= 0 or (self.budget.mode == "cap" and remaining < cheapest)
         if not exhausted:
-            self.willingness_to_pay = self._solve(goal, spent_usd, fraction)
+            self.willingness_to_pay = self._solve(goal, spent_usd, fraction, share)
         return PacingState(self.willingness_to_pay, float(spent_usd), float(target), float(remaining), exhausted)
 
     def choose(self, quality: np.ndarray, cost_usd: np.ndarray, state: PacingState) -> int | None:
@@ -317,8 +318,8 @@ class PacingController:
         the burst reserve, which is released over the last ``release`` of the traffic (see the module)."""
         return share * (1.0 - self.reserve * min(1.0, (1.0 - share) / self.release))
 
-    def _solve(self, goal_usd: float, spent_usd: float, fraction: float) -> float:
-        off_track = spent_usd > goal_usd * (float(self.profile.cumulative(fraction)) + self.band)
+    def _solve(self, goal_usd: float, spent_usd: float, fraction: float, share: float) -> float:
+        off_track = spent_usd > goal_usd * (share + self.band)
         ahead = min(fraction + (self.catch_up if off_track else self.horizon), 1.0)  # be back on course this far ahead
         left_usd = goal_usd * self.course(float(self.profile.cumulative(ahead))) - spent_usd
         if left_usd <= 0:
