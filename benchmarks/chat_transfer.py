@@ -69,6 +69,15 @@ def pair_columns(data: RoutingDataset, emb: np.ndarray) -> tuple[RoutingDataset,
     return pair.subset(rows), emb[rows]
 
 
+def pair_training(sets: dict, names: list[str], test_prompts: list[str]):
+    """The pair's columns of those ``names`` that hold both models, combined, minus the questions that recur in
+    ``test_prompts``: ``(train, train_emb, removed, used)``, ``used`` the names that held the pair."""
+    parts = {name: found for name in names if (found := pair_columns(*sets[name])) is not None}
+    train, train_emb = combine([p[0] for p in parts.values()]), np.vstack([p[1] for p in parts.values()])
+    repeated = overlap(train.prompts, test_prompts)
+    return train.subset(~repeated), train_emb[~repeated], int(repeated.sum()), list(parts)
+
+
 class PairScore:
     """APGR of per-prompt scores on Arena-Bench's prompts where both models were rated."""
 
@@ -111,17 +120,14 @@ def transfer(sets: dict, apgr: PairScore, embedder: str) -> tuple[list[dict], Ta
             {"training": "random", "spec": "random", "apgr": float(np.mean(random)), "apgr_sd": float(np.std(random)),
              "apgr_95th_percentile": float(np.quantile(random, 0.95))}]
     for label, names in TRAINING.items():
-        parts = {name: found for name in names if (found := pair_columns(*sets[name])) is not None}
-        train, train_emb = combine([p[0] for p in parts.values()]), np.vstack([p[1] for p in parts.values()])
-        repeated = overlap(train.prompts, test.prompts)
-        train, train_emb = train.subset(~repeated), train_emb[~repeated]
+        train, train_emb, removed, used = pair_training(sets, names, test.prompts)
         for spec in SPECS:
             started = time.perf_counter()
             router = make_router(spec).fit(train, train_emb, embedder=embedder)
             win = router.win_probability(test_emb, GPT4, MIXTRAL, prompts=test.prompts)
             boot = apgr.bootstrap(win)
-            rows.append({"training": label, "sets": list(parts), "spec": spec, "training_queries": train.n_queries,
-                         "removed": int(repeated.sum()), "apgr": apgr(win), "bootstrap_sd": float(boot.std()),
+            rows.append({"training": label, "sets": used, "spec": spec, "training_queries": train.n_queries,
+                         "removed": removed, "apgr": apgr(win), "bootstrap_sd": float(boot.std()),
                          "share_beating_default": float((boot > default_boot).mean()),
                          "seconds": time.perf_counter() - started})
             print(rows[-1], flush=True)
@@ -184,19 +190,15 @@ def other_pairs(sets: dict, apgr: PairScore, embedder: str) -> tuple[list[dict],
     for held_out in (name for name in pairs if name in PAIRS):
         test, test_emb = sets[held_out]
         strong, weak = (test.quality[:, test.model_index(m)] for m in (GPT4, MIXTRAL))
-        parts = [name for name in pairs if name != held_out]
-        train = combine([pairs[name][0] for name in parts])
-        train_emb = np.vstack([pairs[name][1] for name in parts])
-        repeated = overlap(train.prompts, test.prompts)
-        train, train_emb = train.subset(~repeated), train_emb[~repeated]
+        train, train_emb, removed, parts = pair_training(sets, [n for n in pairs if n != held_out], test.prompts)
         for spec in ("knn", "ensemble"):
             router = make_router(spec).fit(train, train_emb, embedder=embedder)
             win = router.win_probability(test_emb, GPT4, MIXTRAL, prompts=test.prompts)
             found = metrics.strong_weak_metrics(win, strong, weak)["apgr"]
             rows.append({"held_out": held_out, "sets": parts, "spec": spec, "training_queries": train.n_queries,
-                         "removed": int(repeated.sum()), "apgr": found})
+                         "removed": removed, "apgr": found})
             print(rows[-1], flush=True)
-            table.add(held_out, ", ".join(parts), spec, f"{train.n_queries} ({int(repeated.sum())})", cell(found))
+            table.add(held_out, ", ".join(parts), spec, f"{train.n_queries} ({removed})", cell(found))
     table.notes.append("Compare irt trained on every other set ('every set') in benchmarks/results/default_router.md "
                        "(RouteLLM MMLU 0.538, GSM8K 0.577 there).")
     return rows, table
@@ -209,9 +211,8 @@ def agreement(sets: dict, apgr: PairScore, embedder: str) -> tuple[list[dict], T
     reaches 0.654 there.  This compares rankings, not outcomes: every router here is trained without Arena-Bench.
     """
     test, test_emb = sets["Arena-Bench"]
-    issue = [pair_columns(*sets[name]) for name in TRAINING["(a) RouteLLM MMLU + GSM8K"]]
-    reference = make_router("ensemble").fit(combine([p[0] for p in issue]), np.vstack([p[1] for p in issue]),
-                                            embedder=embedder)
+    train, train_emb, _, _ = pair_training(sets, TRAINING["(a) RouteLLM MMLU + GSM8K"], test.prompts)
+    reference = make_router("ensemble").fit(train, train_emb, embedder=embedder)
     reference_win = reference.win_probability(test_emb, GPT4, MIXTRAL, prompts=test.prompts)
     rows, table = [], Table("Agreement with the issue's recipe on Arena-Bench's prompts (no router saw them)",
                             ["default recipe", "Spearman correlation of the pair scores", "APGR here"])
@@ -244,9 +245,9 @@ def families(sets: dict, apgr: PairScore, embedder: str) -> tuple[list[dict], Ta
     rng = np.random.default_rng(0)
     pool = []  # (set, row, family), at most FAMILY_PROMPTS prompts of each family
     for name, (data, _) in pairs.items():
-        family = np.array([f"{name}: {category}" for category in data.categories])
-        for label in sorted(set(family)):
-            rows = np.flatnonzero(family == label)
+        kinds = np.array([f"{name}: {category}" for category in data.categories])
+        for label in sorted(set(kinds)):
+            rows = np.flatnonzero(kinds == label)
             pool += [(name, row, label) for row in rng.choice(rows, min(FAMILY_PROMPTS, len(rows)), replace=False)]
     strong, weak = (np.array([pairs[name][0].quality[row, i] for name, row, _ in pool]) for i in (0, 1))
     family = np.array([label for _, _, label in pool])
@@ -255,10 +256,8 @@ def families(sets: dict, apgr: PairScore, embedder: str) -> tuple[list[dict], Ta
 
     def pair_router(name: str, test: RoutingDataset, test_emb: np.ndarray, trained_on: list[str]) -> np.ndarray:
         """knn + ridge on the pair's own columns of the sets ``trained_on`` but ``name``."""
-        parts = [p for n in trained_on if n != name and (p := pair_columns(*sets[n])) is not None]
-        train, train_emb = combine([p[0] for p in parts]), np.vstack([p[1] for p in parts])
-        repeated = overlap(train.prompts, test.prompts)
-        router = make_router("ensemble").fit(train.subset(~repeated), train_emb[~repeated], embedder=embedder)
+        train, train_emb, _, _ = pair_training(sets, [n for n in trained_on if n != name], test.prompts)
+        router = make_router("ensemble").fit(train, train_emb, embedder=embedder)
         return router.win_probability(test_emb, GPT4, MIXTRAL, prompts=test.prompts)
 
     def held_out(score) -> np.ndarray:

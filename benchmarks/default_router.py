@@ -16,9 +16,9 @@ with numpy alone.  Two parts:
   the shipped default (``src/crossroads/pretrained/default.npz``, marked where it saw the
   held-out set in training) and the random router.  The first candidate is the shipped
   recipe on the shipped default's sets, trained without the held-out set: where the shipped
-  file saw that set, its row is the fair comparison.  A cap keeps at most N queries of each training set (a fixed
-  random sample), so the large sets do not drown the small ones: ``irt`` weighs every query
-  the same and ``fit`` takes no sample weights.
+  file saw that set, its row is the fair comparison.  A cap keeps at most N queries of each
+  training set (a fixed random sample), so the large sets do not drown the small ones:
+  ``irt`` weighs every query the same and ``fit`` takes no sample weights.
 * ``arena``: does chat data in training help on unseen chat prompts?  5-fold
   cross-validation on Arena-Bench, each candidate trained on its other sets plus the
   other four folds, against the same router without Arena-Bench.
