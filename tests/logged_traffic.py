@@ -18,6 +18,11 @@ QUALITY = np.array([[0.3, 0.6, 0.9], [0.5, 0.5, 0.8], [0.2, 0.7, 0.6], [0.6, 0.4
 ANSWER_TOKENS = np.array([[100, 200, 400], [50, 80, 120], [300, 300, 600], [20, 40, 80]], dtype=float)
 #: US$ per million tokens in and out.
 PRICES = {"small": (0.1, 0.2), "medium": (1.0, 2.0), "large": (10.0, 30.0)}
+#: A prompt template per category.
+PROMPTS = {"chat": "Tell me something cheerful about weekend number {} and day {}.",
+           "code": "Write a Python function that returns the {}th power of {}.",
+           "math": "What is {} plus {}? Give the sum.",
+           "facts": "Which river flows through the capital of country number {} in region {}?"}
 #: The policy's favourite model per category.
 FAVOURITE = np.array([1, 0, 1, 2])
 DAY_S = 86400.0
@@ -59,16 +64,25 @@ def draw(n: int, seed: int = 0, explore: float = 0.3, start_s: float = 1_780_000
         created_s=start_s + np.sort(rng.random(n)) * days * DAY_S)
 
 
-def fill(store, traffic: LoggedTraffic, route: str = "auto", labelled: float = 1.0, seed: int = 0) -> None:
-    """Write ``traffic`` into ``store`` as the server would; a random ``labelled`` share gets quality feedback."""
+def prompts(traffic: LoggedTraffic) -> list[str]:
+    """A prompt per request, in the words of its category (what a route with ``store_prompts: true`` keeps)."""
+    return [PROMPTS[CATEGORIES[c]].format(i, i % 17 + 2) for i, c in enumerate(traffic.category)]
+
+
+def fill(store, traffic: LoggedTraffic, route: str = "auto", labelled: float = 1.0, seed: int = 0,
+         with_prompts: bool = False) -> None:
+    """Write ``traffic`` into ``store`` as the server would; a random ``labelled`` share gets quality feedback;
+    ``with_prompts`` stores each request's prompt (:func:`prompts`)."""
     rng = np.random.default_rng(seed)
     store.record_pool(PRICES)
     cost = traffic.served(traffic.cost_usd)
+    texts = prompts(traffic) if with_prompts else [None] * len(traffic.chosen)
     for i in range(len(traffic.chosen)):
         model = MODELS[traffic.chosen[i]]
         store.record_decision(f"{route}-{i}", route=route, model=model, learner_key=None, candidates=list(MODELS),
                               probability=float(traffic.propensity[i]), scores=None, context=None,
-                              created_s=float(traffic.created_s[i]), category=CATEGORIES[traffic.category[i]])
+                              created_s=float(traffic.created_s[i]), category=CATEGORIES[traffic.category[i]],
+                              prompt=texts[i])
         store.record_outcome(f"{route}-{i}", model=model, status="ok", cost_usd=float(cost[i]),
                              latency_s=0.1 + 0.01 * (i % 10), ttft_s=None, tokens_in=int(traffic.tokens_in[i]),
                              tokens_out=int(traffic.tokens_out[i, traffic.chosen[i]]), fallbacks=0)

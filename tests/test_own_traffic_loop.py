@@ -1,5 +1,5 @@
 """The whole own-traffic loop as a user runs it, every part real: serve -> replay -> label -> export -> train ->
-eval --logs -> promote, on SQLite and on PostgreSQL.
+eval --logs and report --candidate -> promote, on SQLite and on PostgreSQL.
 
 The twin answers two kinds of prompt; the route's router has them the wrong way round
 (math to the small model, which fails it; poems to the big one, which writes them badly),
@@ -106,6 +106,13 @@ def test_the_loop_turns_a_wrong_router_right(backend, world, tmp_path, capsys, r
                          "--out", str(tmp_path / "eval")]) == 0
             estimate = json.loads((tmp_path / "eval" / "candidate.json").read_text())
             assert estimate["candidate"]["quality"]["dr"]["low"] > estimate["logged"]["quality"]["high"]
+            # the report reads the same estimate from the store itself, judge's labels included
+            assert main(["report", "--store", store, "--route", "auto", "--out", str(tmp_path / "report"),
+                         "--replicates", "100", "--candidate", f"retrained={new}", "--quality-from", "any"]) == 0
+            reported = json.loads((tmp_path / "report" / "report.json").read_text())["candidates"]
+            assert reported["decisions"] == N
+            retrained_quality = reported["routers"]["retrained"]["candidate"]["quality"]["dr"]
+            assert retrained_quality["low"] > reported["routers"]["retrained"]["logged"]["quality"]["high"]
 
             base = ["promote", "--server", server.url, "--route", "auto", "--logs", str(logs),
                     "--admin-key-env", "LOOP_ADMIN_KEY", "--replicates", "100"]

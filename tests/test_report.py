@@ -7,6 +7,7 @@ import re
 
 import numpy as np
 import pytest
+from cli_helpers import one_line_error
 from logged_traffic import CATEGORIES, MODELS, PRICES, draw, fill
 from postgres_server import fresh_database
 
@@ -211,3 +212,102 @@ def test_a_category_a_model_never_answered_borrows_the_others_length_scaled_to_i
     assert lengths[0, 0] == pytest.approx(100, rel=0.05) and lengths[0, 1] == pytest.approx(300, rel=0.05)
     assert lengths[1, 0] == pytest.approx(200, rel=0.05)
     assert lengths[1, 1] == pytest.approx(600, rel=0.1)  # not model 1's mean over what it answered (200)
+
+
+# -- candidate routers in the report ------------------------------------------------------------
+@pytest.fixture(scope="module")
+def candidates(tmp_path_factory):
+    """A store whose 600 decisions were stored with their prompts, and router files: `best` knows which model is
+    best in each category, `small` always prefers the small model."""
+    from logged_traffic import QUALITY, prompts
+
+    from crossroads.data.dataset import ModelInfo, RoutingDataset
+    from crossroads.embeddings import make_embedder
+    from crossroads.routers import make_router
+
+    folder = tmp_path_factory.mktemp("candidates")
+    logged = draw(600, seed=7)
+    url = f"sqlite://{folder / 'store.db'}"
+    with open_store(url) as store:
+        fill(store, logged, with_prompts=True)
+    teaching = draw(200, seed=8)
+    texts = prompts(teaching)
+    embedder = make_embedder("minilm-onnx")
+    embeddings = embedder.embed(texts)
+    models = [ModelInfo(m, *PRICES[m]) for m in MODELS]
+
+    def router(quality: np.ndarray, name: str) -> str:
+        data = RoutingDataset([f"t{i}" for i in range(200)], texts, [CATEGORIES[c] for c in teaching.category],
+                              ["teach"] * 200, models, quality, np.zeros_like(quality))
+        return str(make_router("knn", k=10).fit(data, embeddings, embedder=embedder.name).save(folder / name))
+
+    best = QUALITY.argmax(axis=1)
+    return {"url": url, "logged": logged, "best": router(QUALITY[teaching.category], "best.npz"),
+            "small": router(np.tile([1.0, 0.0, 0.0], (200, 1)), "small.npz"),
+            "truth": {"best": logged.quality[np.arange(600), best[logged.category]].mean(),
+                      "small": logged.quality[:, 0].mean()}}
+
+
+def test_the_report_estimates_candidate_routers_on_the_logged_traffic(candidates, tmp_path, capsys):
+    out = tmp_path / "r"
+    assert main(["report", "--store", candidates["url"], "--out", str(out), "--replicates", "100",
+                 "--candidate", candidates["best"], "--candidate", f"cheap={candidates['small']}"]) == 0
+    printed = capsys.readouterr().out
+    report = json.loads((out / "report.json").read_text())
+    section = report["candidates"]
+    assert section["decisions"] == 600 and section["without_prompt"] == 0 and section["note"] is None
+    assert list(section["routers"]) == ["best", "cheap"]
+    logged = candidates["logged"]
+    served = logged.served(logged.quality).mean()
+    for name, truth in (("best", candidates["truth"]["best"]), ("cheap", candidates["truth"]["small"])):
+        entry = section["routers"][name]
+        assert entry["logged"]["quality"]["value"] == pytest.approx(served)
+        for estimator in ("ips", "snips", "dr"):
+            estimate = entry["candidate"]["quality"][estimator]
+            assert estimate["low"] <= truth <= estimate["high"], (name, estimator, estimate, truth)
+    best, cheap = section["routers"]["best"], section["routers"]["cheap"]
+    assert best["chosen"]["small"] == 0 and cheap["chosen"] == {"small": 600, "medium": 0, "large": 0}
+    assert best["candidate"]["quality"]["dr"]["low"] > best["logged"]["quality"]["high"]  # better than the policy
+    assert cheap["candidate"]["quality"]["dr"]["high"] < best["candidate"]["quality"]["dr"]["low"]
+    assert re.search(r"candidate best: reward [\d.]+ \[[\d.]+, [\d.]+\] against [\d.]+ \[[\d.]+, [\d.]+\] logged; "
+                     r"quality [\d.]+ \[", printed)
+    page = (out / "report.html").read_text()
+    assert "Candidate routers (off-policy)" in page and "<td>cheap</td>" in page
+    assert "on the 600 answered decisions stored with their prompt" in page
+
+
+def test_candidates_on_a_store_without_prompts_get_a_note_instead_of_figures(candidates, tmp_path, capsys):
+    url = f"sqlite://{tmp_path / 's.db'}"
+    with open_store(url) as store:
+        fill(store, draw(100, seed=4))
+    assert main(["report", "--store", url, "--out", str(tmp_path / "r"), "--replicates", "20",
+                 "--candidate", candidates["best"]]) == 0
+    assert "no candidate estimate: none of the 100 decisions has its prompt stored" in capsys.readouterr().out
+    section = json.loads((tmp_path / "r" / "report.json").read_text())["candidates"]
+    assert section["routers"] == {} and "store_prompts: true" in section["note"]
+    assert "No estimate: none of the 100 decisions" in (tmp_path / "r" / "report.html").read_text()
+
+
+def test_candidates_labelled_only_by_another_source_have_no_quality_figure(candidates, tmp_path):
+    assert main(["report", "--store", candidates["url"], "--out", str(tmp_path / "r"), "--replicates", "20",
+                 "--candidate", candidates["best"], "--quality-from", "judge:nobody"]) == 0
+    entry = json.loads((tmp_path / "r" / "report.json").read_text())["candidates"]["routers"]["best"]
+    quality = entry["candidate"]["quality"]["dr"]
+    assert quality["value"] is None and "labelled" in quality["note"]
+    assert entry["candidate"]["cost_usd"]["dr"]["value"] is not None  # cost needs no label
+
+
+@pytest.mark.parametrize("candidate, message", [
+    ("{missing}", "nope.npz: no such router file"),
+    ("a={best}", "the name 'a' is given twice"),
+    ("=x.npz", "give FILE.npz or NAME=FILE.npz"),
+])
+def test_bad_candidates_are_one_line_errors_and_nothing_is_written(candidate, message, candidates, tmp_path,
+                                                                    capsys):
+    names = {"missing": str(tmp_path / "nope.npz"), "best": candidates["best"]}
+    extra = ["--candidate", f"a={candidates['small']}"] if "twice" in message else []
+    argv = ["report", "--store", candidates["url"], "--out", str(tmp_path / "r"), *extra,
+            "--candidate", candidate.format(**names)]
+    assert main(argv) == 2
+    assert message in one_line_error(capsys)
+    assert not (tmp_path / "r").exists()

@@ -3,17 +3,23 @@
 from __future__ import annotations
 
 import argparse
+from dataclasses import dataclass
 from pathlib import Path
 
 
-def add_candidate_options(parser: argparse.ArgumentParser, seed: bool = True) -> None:
-    """--objective and --rule as a server route's ``objective`` and ``rule``, --replicates (and --seed)."""
+def add_decision_options(parser: argparse.ArgumentParser) -> None:
+    """--objective and --rule, as a server route's ``objective`` and ``rule``: how a candidate decides."""
     parser.add_argument("--objective", metavar="WEIGHTS", default="quality=1",
                         help="the route's objective, e.g. quality=1,cost=0.5: the candidate decides by it and rewards "
                         "are scored by it (default quality=1)")
     parser.add_argument("--rule", metavar="SPEC", default="reward",
                         help="the route's decision rule: reward (default), within:tolerance=Q or "
                         "utility:willingness_to_pay=W")
+
+
+def add_candidate_options(parser: argparse.ArgumentParser, seed: bool = True) -> None:
+    """--objective and --rule (:func:`add_decision_options`), --replicates (and --seed)."""
+    add_decision_options(parser)
     parser.add_argument("--replicates", type=int, default=200, metavar="N",
                         help="bootstrap replicates per 95%% interval (default 200)")
     if seed:
@@ -58,8 +64,29 @@ def for_route(logs, route: str):
 def estimate(args: argparse.Namespace, logs_text: str, router_file: str, route: str | None = None):
     """The candidate's estimate on the logs (of ``route`` only, when given): (CandidateEstimate, logs)."""
     from crossroads.cli.common import embed
+
+    candidate = prepare(args, router_file)
+    logs = load_logs(logs_text)
+    if route is not None:
+        logs = for_route(logs, route)
+    return estimate_on(args, candidate, logs, embed(logs.prompts, args.embedder, not args.no_cache)), logs
+
+
+@dataclass
+class Candidate:
+    """A candidate router file, loaded, and the route's objective and decision rule it decides by."""
+
+    router_file: str
+    router: object
+    objective: object
+    rule_label: str
+    rule: object
+
+
+def prepare(args: argparse.Namespace, router_file: str) -> Candidate:
+    """``router_file`` loaded and ``args``' objective, rule and replicates checked: everything that can be wrong
+    with a candidate, found before any prompt is embedded."""
     from crossroads.errors import CrossroadsError
-    from crossroads.evaluate.candidate import candidate_choices, estimate_candidate
     from crossroads.objective import parse_objective
     from crossroads.objective.rules import RULES, make_rule
     from crossroads.routers import load_router
@@ -68,17 +95,22 @@ def estimate(args: argparse.Namespace, logs_text: str, router_file: str, route: 
         raise CrossroadsError(f"--replicates {args.replicates}: give at least 1")
     objective = parse_objective(args.objective)
     rule_label = RULES.spec(args.rule).label
-    rule = make_rule(rule_label, objective)
-    router = load_router(router_file)
-    logs = load_logs(logs_text)
-    if route is not None:
-        logs = for_route(logs, route)
-    embeddings, embedder_name = embed(logs.prompts, args.embedder, not args.no_cache)
+    return Candidate(router_file, load_router(router_file), objective, rule_label, make_rule(rule_label, objective))
+
+
+def estimate_on(args: argparse.Namespace, candidate: Candidate, logs, embedded: tuple):
+    """The CandidateEstimate of ``candidate`` on ``logs``, whose prompts ``embedded`` holds as (embeddings,
+    embedder name); ``args`` gives the replicates and the bootstrap's seed."""
+    from crossroads.errors import CrossroadsError
+    from crossroads.evaluate.candidate import candidate_choices, estimate_candidate
+
+    embeddings, embedder_name = embedded
+    router = candidate.router
     if router.embedder_ and router.embedder_ != embedder_name:
-        raise CrossroadsError(f"{router_file} was trained on {router.embedder_} embeddings, not {embedder_name}: "
-                              "pass --embedder to match (as the server's config `embedder:`)")
-    chosen = candidate_choices(router, logs, embeddings, rule)
-    return estimate_candidate(logs, chosen, objective, rule_label, args.replicates, args.seed), logs
+        raise CrossroadsError(f"{candidate.router_file} was trained on {router.embedder_} embeddings, not "
+                              f"{embedder_name}: pass --embedder to match (as the server's config `embedder:`)")
+    chosen = candidate_choices(router, logs, embeddings, candidate.rule)
+    return estimate_candidate(logs, chosen, candidate.objective, candidate.rule_label, args.replicates, args.seed)
 
 
 def print_estimate(result, title: str) -> None:

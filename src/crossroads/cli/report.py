@@ -7,6 +7,7 @@ import datetime as dt
 import re
 import time
 
+from crossroads.cli.candidate import add_decision_options
 from crossroads.cli.common import at_least
 from crossroads.errors import CrossroadsError
 
@@ -27,7 +28,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "and the savings against it; the mean quality served and each single model's quality estimated "
         "off-policy (IPS, SNIPS, doubly robust) from the logged propensities. Every estimate carries a 95%% "
         "bootstrap interval and the number of decisions it rests on; where too few decisions are labelled or "
-        "the propensities cannot support an estimate, the report says so instead of giving a number.",
+        "the propensities cannot support an estimate, the report says so instead of giving a number. With "
+        "--candidate, also how each candidate router file, deciding as a route with --objective and --rule would, "
+        "would have done on the same traffic (reward, quality, cost; IPS, SNIPS, doubly robust), from the "
+        "decisions stored with their prompt (`store_prompts: true`).",
     )
     parser.add_argument("--store", required=True, metavar="URL",
                         help="the server's store: sqlite://PATH.db (or a .db path) or postgresql://... "
@@ -39,12 +43,25 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--out", "-o", required=True, metavar="DIR", help="directory for the report's files")
     parser.add_argument("--replicates", type=at_least(20), default=200,
                         help="bootstrap replicates per interval, at least 20 (default 200)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the bootstrap (default 0)")
+    candidates = parser.add_argument_group("candidate routers, estimated off-policy on the same traffic")
+    candidates.add_argument("--candidate", action="append", metavar="[NAME=]FILE.npz",
+                            help="a router file to estimate (repeatable); NAME labels it (default: the file's stem)")
+    add_decision_options(candidates)
+    candidates.add_argument("--embedder", default="minilm-onnx",
+                            help="embedder of a router file that names none (as the server's config `embedder:`)")
+    candidates.add_argument("--quality-from", default="user", metavar="user|any|SOURCE",
+                            help="the labels candidates are scored by: user (default; users' feedback, as the "
+                            "report's quality section), any (users' first, else another source's) or one source, "
+                            "e.g. judge:gpt-4o (`crossroads label`)")
+    candidates.add_argument("--no-cache", action="store_true", help="do not read or write the embedding cache")
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from crossroads.cli.candidate import prepare
     from crossroads.evaluate.report import build_report, write_report
     from crossroads.store import open_store
     from crossroads.store.sql import parse_store_url
@@ -57,9 +74,12 @@ def run(args: argparse.Namespace) -> int:
         raise CrossroadsError(f"no store at {Path(where).resolve()}: give the `store:` URL the server was run "
                               "with (a config-less `crossroads serve` writes sqlite://crossroads.db in its working "
                               "directory)")
+    candidates = {name: prepare(args, path) for name, path in parse_candidates(args.candidate or []).items()}
+    window = {"route": args.route, "since_s": since_s, "until_s": until_s, "team": args.team}
     with open_store(args.store) as store:
-        report = build_report(store, route=args.route, since_s=since_s, until_s=until_s, team=args.team,
-                              replicates=args.replicates)
+        report = build_report(store, **window, replicates=args.replicates, seed=args.seed)
+        if candidates:
+            report["candidates"] = estimate_candidates(args, candidates, store, window)
     paths = write_report(report, args.out)
     savings = report["savings"]
     print(f"{report['window']['decisions']:,} decisions; spent US${savings['served_usd']:.4g}", end="")
@@ -68,8 +88,57 @@ def run(args: argparse.Namespace) -> int:
         entry = savings["models"][dearest]["savings"]
         print(f"; saved {100 * entry['value']:.1f}% [{100 * entry['low']:.1f}%, {100 * entry['high']:.1f}%] "
               f"against always {dearest}", end="")
-    print(f"\nwrote {paths['html']} and {paths['json']}")
+    print()
+    for name, entry in report.get("candidates", {}).get("routers", {}).items():
+        print(f"candidate {name}: " + "; ".join(f"{metric} {_figure(entry['candidate'][metric]['dr'])} against "
+                                               f"{_figure(entry['logged'][metric])} logged"
+                                               for metric in ("reward", "quality")) + " (doubly robust)")
+    if report.get("candidates", {}).get("note"):
+        print(f"no candidate estimate: {report['candidates']['note']}")
+    print(f"wrote {paths['html']} and {paths['json']}")
     return 0
+
+
+def parse_candidates(texts: list[str]) -> dict[str, str]:
+    """``[NAME=]FILE.npz`` options as router files by name (the file's stem when unnamed)."""
+    from pathlib import Path
+
+    named: dict[str, str] = {}
+    for text in texts:
+        unnamed = "=" not in text or Path(text).expanduser().is_file()
+        name, _, path = (Path(text).stem, "", text) if unnamed else text.partition("=")
+        if not name.strip() or not path.strip():
+            raise CrossroadsError(f"--candidate {text!r}: give FILE.npz or NAME=FILE.npz")
+        if name in named:
+            raise CrossroadsError(f"--candidate {text!r}: the name {name!r} is given twice; name them NAME=FILE.npz")
+        named[name] = path
+    return named
+
+
+def estimate_candidates(args: argparse.Namespace, candidates: dict, store, window: dict) -> dict:
+    """Each prepared candidate's off-policy estimates on the window's decisions stored with their prompt; a note
+    instead where the store holds none that a router could decide."""
+    from crossroads.cli.candidate import estimate_on
+    from crossroads.cli.common import embed
+    from crossroads.store.export import read_logs
+
+    try:
+        export = read_logs(store, **window, quality_from=args.quality_from)
+    except CrossroadsError as error:
+        return {"decisions": 0, "note": str(error), "routers": {}}
+    logs = export.dataset
+    embedded = embed(logs.prompts, args.embedder, not args.no_cache)
+    return {"decisions": logs.n_queries, "without_prompt": export.without_prompt, "failed": export.failed,
+            "quality_from": args.quality_from, "note": None, "routers": {name: {"router_file": candidate.router_file,
+                                             **estimate_on(args, candidate, logs, embedded).to_dict()}
+                                      for name, candidate in candidates.items()}}
+
+
+def _figure(estimate: dict) -> str:
+    if estimate["value"] is None:
+        return "no estimate"
+    interval = "" if estimate["low"] is None else f" [{estimate['low']:.4g}, {estimate['high']:.4g}]"
+    return f"{estimate['value']:.4g}{interval}"
 
 
 def parse_time(text: str | None, option: str) -> float | None:

@@ -35,6 +35,8 @@ def render_html(report: dict[str, Any], images: dict[str, Path]) -> str:
             parts.append(f'<p><img alt="{name}" src="data:image/png;base64,{data}"></p>')
     parts.append("<h2>Savings against single models</h2>" + _savings_table(report))
     parts.append("<h2>Quality</h2>" + _quality_table(report))
+    if "candidates" in report:
+        parts.append("<h2>Candidate routers (off-policy)</h2>" + _candidates_section(report["candidates"]))
     for by in BREAKDOWNS:
         parts.append(f"<h2>Per {by}</h2>" + _breakdown_table(report["breakdown"][by]))
     parts.append("<h2>Prices</h2>" + _table(["model", "US$/Mtok in", "US$/Mtok out"],
@@ -77,6 +79,25 @@ def _quality_table(report: dict[str, Any]) -> str:
         rows.append([f"always {model}", _estimate(estimates["dr"]), _estimate(estimates["ips"]),
                      _estimate(estimates["snips"]), str(estimates["dr"]["n"]), estimates["dr"]["note"]])
     return _table(["policy", "doubly robust", "IPS", "SNIPS", "labelled decisions", "note"], rows)
+
+
+def _candidates_section(candidates: dict[str, Any]) -> str:
+    if candidates["note"]:
+        return f"<p class=note>No estimate: {_text(candidates['note'])}</p>"
+    first = next(iter(candidates["routers"].values()))
+    intro = (f"<p class=note>How each router file would have done, deciding as a route with objective "
+             f"{_text(first['objective'])} and rule {_text(first['rule'])}, on the {candidates['decisions']:,} "
+             f"answered decisions stored with their prompt ({candidates['without_prompt']:,} without one), against "
+             f"what the logged policy did there; quality from {_text(candidates['quality_from'])} labels.</p>")
+    rows = []
+    for name, entry in candidates["routers"].items():
+        for metric in ("reward", "quality", "cost_usd"):
+            by = entry["candidate"][metric]
+            rows.append([name, metric, _estimate(by["dr"]), _estimate(by["ips"]), _estimate(by["snips"]),
+                         _estimate(entry["logged"][metric]), f"{by['dr']['n']:,}", f"{entry['matching'][metric]:,}",
+                         by["dr"]["note"] if by["dr"]["value"] is None else ""])
+    return intro + _table(["candidate", "metric", "doubly robust", "IPS", "SNIPS", "logged policy (observed)",
+                           "decisions", "chose as the candidate", "note"], rows)
 
 
 def _breakdown_table(rows: list[dict[str, Any]]) -> str:

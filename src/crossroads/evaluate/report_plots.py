@@ -16,6 +16,7 @@ from crossroads.evaluate.plots import ROUTER_COLOURS, legend_outside, save_figur
 #: The served traffic's colour, next to the single models' grey.
 SERVED_COLOUR = "tab:blue"
 MODEL_COLOUR = "0.6"
+CANDIDATE_COLOUR = "tab:orange"
 
 
 def plot_report(report: dict[str, Any], out: Path) -> dict[str, Path]:
@@ -67,7 +68,8 @@ def draw_spend(report: dict[str, Any]):
 
 
 def draw_quality(report: dict[str, Any]):
-    """Mean quality served, and each single model's off-policy (doubly robust) estimate, with 95% intervals."""
+    """Mean quality served, and each single model's and candidate router's off-policy (doubly robust) estimate,
+    with 95% intervals."""
     import matplotlib.pyplot as plt
 
     quality = report["quality"]
@@ -76,6 +78,9 @@ def draw_quality(report: dict[str, Any]):
     for model, estimates in quality["single_models"].items():
         dr = estimates["dr"]
         rows.append((f"always {model} (DR)", dr["value"], dr["low"], dr["high"], MODEL_COLOUR))
+    for name, entry in report.get("candidates", {}).get("routers", {}).items():
+        dr = entry["candidate"]["quality"]["dr"]
+        rows.append((f"candidate {name} (DR)", dr["value"], dr["low"], dr["high"], CANDIDATE_COLOUR))
     fig, ax = plt.subplots(figsize=(8, 0.9 + 0.38 * len(rows)))
     _bars(ax, rows)
     ax.set_xlabel("mean quality (feedback, 0-1)")
