@@ -216,6 +216,10 @@ def _load_session(path: str, stamp: tuple[int, int], threads: int) -> Any:
     options.inter_op_num_threads = 1
     options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.log_severity_level = 3
+    # idle threads that spin after a run take the CPU from everything else the server does: on 2 cores, spinning
+    # cost an embedding route 6 ms of p99 (and a route with no embedding 1.6 ms) for 1.8 ms of p50
+    # (benchmarks/serve_overhead.py); batches embed as fast either way
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     try:
         return onnxruntime.InferenceSession(path, options, providers=["CPUExecutionProvider"])
     except Exception as error:  # onnxruntime raises its own untyped errors

@@ -215,7 +215,7 @@ class Server:
         await self.client(request)
         chat = parse_chat_request(await self.json_body(request), self.config.route_on,
                                   self.config.security.max_messages)
-        chat = await self._as_key(request, dataclasses.replace(chat, client=self._client_id(request)), spends=True)
+        chat = await self._as_key(request, self._sent_by(request, chat), spends=True)
         key = getattr(request.state, "key", None)
         if not chat.stream:
             choice, answer = await self.gateway.complete(chat)
@@ -274,7 +274,7 @@ class Server:
                 raise BadRequest("`prompt` must be a string", "prompt")
             body = {**body, "messages": [{"role": "user", "content": body.pop("prompt")}]}
         chat = parse_chat_request(body, self.config.route_on, self.config.security.max_messages)
-        chat = await self._as_key(request, dataclasses.replace(chat, client=self._client_id(request)), spends=False)
+        chat = await self._as_key(request, self._sent_by(request, chat), spends=False)
         choice = await self.gateway.decide(chat)
         await self.gateway.written()
         return JSONResponse(choice.to_dict(), headers=_decision_headers(choice.decision_id, choice.model))
@@ -295,6 +295,11 @@ class Server:
                                               body.get("payload"), client=self._client_id(request),
                                               idempotency_key=_idempotency_key(request, body))
         return JSONResponse(result)
+
+    def _sent_by(self, request: Request, chat: Any) -> Any:
+        """``chat`` with its client key's digest and the caller's address."""
+        return dataclasses.replace(chat, client=self._client_id(request),
+                                   address=request.client.host if request.client else None)
 
     def _client_id(self, request: Request) -> str | None:
         """A sha256 hex digest of the caller's client key (never the key itself); None without client keys."""

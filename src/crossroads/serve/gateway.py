@@ -30,6 +30,7 @@ from crossroads.serve.requests import BadRequest, ChatRequest, answer_tokens, me
 from crossroads.serve.routing import Choice, Routes
 from crossroads.serve.shadow import ShadowCalls
 from crossroads.serve.tracing import NO_SPAN, build_tracer
+from crossroads.serve.turns import FairTurns
 from crossroads.store import DuplicateFeedbackError, UnknownDecisionError, open_store
 from crossroads.store.spool import Spool
 from crossroads.store.sql import StoreUnavailableError, parse_store_url
@@ -45,6 +46,10 @@ DECISION_POLL_S = 0.1
 #: Most feedback requests waiting for a decision at once; beyond that an unknown id gets 404 at once, so a flood of
 #: bogus ids costs one lookup each (issue 14: 200 of them, each holding a thread 1 s, delayed valid feedback 200x).
 MAX_DECISION_WAITERS = 32
+#: Prompts embedded at once, each of a different caller (serve/turns.py): 16 at once ran 32 onnxruntime threads on
+#: 2 cores and a request needing no embedding waited 10x longer for the CPU; with one, a caller waited behind
+#: another's long prompt in progress (benchmarks/chaos.py).
+EMBEDDING_TURNS = 2
 #: The ids ``Routes.decide`` hands out; only these are worth waiting for.
 DECISION_ID = re.compile(r"dec_[0-9a-f]{32}")
 #: Readiness reports the store as degraded when its probe write takes longer than this.
@@ -155,9 +160,8 @@ class Gateway:
         self.routes.budgets = Budgets(config.routes, config.store, self.store, self.metrics)
         self.cascades = self.routes.cascades
         self._decision_waiters = 0  # feedback requests waiting for their decision (see _awaited_decision)
-        # 16 prompts embedded at once ran 32 onnxruntime threads on 2 cores, and a request needing no embedding
-        # waited 10x longer for its share of the CPU (benchmarks/chaos.py); queued, they take their turns
-        self._embedding = asyncio.Semaphore(1)
+        self.embedding_turns = FairTurns(EMBEDDING_TURNS)  # callers take turns in rotation, one at a time each
+        self.metrics.embedding_waiting.set_function(self.embedding_turns.waiting)
         self.learners.restore(self.store)
         for cascade in self.cascades.values():
             cascade.refit(self.store)
@@ -184,7 +188,7 @@ class Gateway:
                                         "decisions could not be recorded; retry when it is back")
         args = (request.model, request.text, request.overrides, self.health.unavailable(), request.payers)
         if self.routes.needs_embedding(request.model):
-            async with self._embedding:  # one at a time: the embedder already uses every core
+            async with self.embedding_turns.turn(request.caller):  # one at a time: the embedder uses every core
                 choice = await anyio.to_thread.run_sync(lambda: self.routes.decide(*args))
         else:
             choice = self.routes.decide(*args)

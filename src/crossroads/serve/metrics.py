@@ -39,6 +39,8 @@ class Metrics:
                                         buckets=LATENCY_BUCKETS_S, registry=r)
         self.shadow_skipped = Counter("crossroads_shadow_skipped", "shadow calls not made: the daily cap was reached "
                                       "(cap) or too many were in flight (busy)", ["route", "reason"], registry=r)
+        self.embedding_waiting = Gauge("crossroads_embedding_waiting", "prompts waiting for their turn at the "
+                                       "embedder (callers take turns in rotation)", registry=r)
         # route budgets (crossroads.serve.budgets): the pacing controller's state at the route's last decision
         self.budget = Gauge("crossroads_budget", "route budgets: the willingness to pay (lambda, quality per US$), "
                             "the period's spend, its target and the budget (US$)", ["route", "quantity"], registry=r)

@@ -56,6 +56,17 @@ class ChatRequest:
     team: str | None = None
     #: The scopes (``key:ID``, ``team:NAME``) of that key's and team's ``pace`` budgets (see serve/budgets.py).
     payers: tuple[str, ...] = ()
+    #: The caller's address (the client's, as a trusted proxy names it, behind one).
+    address: str | None = None
+
+    @property
+    def caller(self) -> str:
+        """Who sent it, to share work among callers fairly: its virtual key, else its client key, else its address."""
+        if self.key_id:
+            return f"key:{self.key_id}"
+        if self.client:
+            return f"client:{self.client}"
+        return f"address:{self.address}"
 
 
 class BadJSON(BadRequest):
