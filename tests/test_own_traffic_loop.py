@@ -106,6 +106,11 @@ def test_the_loop_turns_a_wrong_router_right(backend, world, tmp_path, capsys, r
                          "--out", str(tmp_path / "eval")]) == 0
             estimate = json.loads((tmp_path / "eval" / "candidate.json").read_text())
             assert estimate["candidate"]["quality"]["dr"]["low"] > estimate["logged"]["quality"]["high"]
+            # --logs reads the store directly too, to the same figures
+            assert main(["eval", "--logs", f"store:{store},route=auto", "--router-file", str(new), "--replicates",
+                         "100", "--out", str(tmp_path / "eval-store")]) == 0
+            from_store = json.loads((tmp_path / "eval-store" / "candidate.json").read_text())
+            assert from_store["candidate"] == estimate["candidate"] and from_store["decisions"] == N
             # the report reads the same estimate from the store itself, judge's labels included
             assert main(["report", "--store", store, "--route", "auto", "--out", str(tmp_path / "report"),
                          "--replicates", "100", "--candidate", f"retrained={new}", "--quality-from", "any"]) == 0

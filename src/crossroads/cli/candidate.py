@@ -27,7 +27,7 @@ def add_candidate_options(parser: argparse.ArgumentParser, seed: bool = True) ->
 
 
 def load_logs(text: str):
-    """The logged dataset at ``text`` (a file written by `crossroads logs export`, or FORMAT:PATH)."""
+    """The logged dataset at ``text`` (a file written by `crossroads logs export`, FORMAT:PATH, or store:URL)."""
     from crossroads.errors import CrossroadsError
 
     path = Path(text).expanduser()
@@ -36,7 +36,7 @@ def load_logs(text: str):
 
         logs = read_jsonl(path)
     elif ":" in text and not path.exists():
-        from crossroads.data.importers import load_datasets
+        from crossroads.store.export import load_datasets  # every format, and store:URL
 
         logs = load_datasets([text])
     else:

@@ -61,8 +61,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                           help="router whose predictions the cascades start from (default: the first --router)")
     cascades.add_argument("--max-cost-usd", type=float, metavar="USD", help="per-query cost cap of cascade routing")
     logs = parser.add_argument_group("a candidate router on logged traffic (off-policy; writes OUT/candidate.json)")
-    logs.add_argument("--logs", metavar="FILE.jsonl", help="a server's log (`crossroads logs export`): estimate how "
-                      "--router-file, deciding as a route with --objective and --rule would, did on that traffic")
+    logs.add_argument("--logs", metavar="FILE.jsonl", help="a server's log (`crossroads logs export`, or store:URL to "
+                      "read its store directly): estimate how --router-file, deciding as a route with --objective "
+                      "and --rule would, did on that traffic")
     logs.add_argument("--router-file", metavar="FILE.npz", help="the candidate router (with --logs)")
     from crossroads.cli.candidate import add_candidate_options
 

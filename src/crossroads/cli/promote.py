@@ -27,7 +27,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--route", required=True, metavar="ROUTE", help="the route whose router file to replace")
     parser.add_argument("--router-file", required=True, metavar="NEW.npz", help="the candidate router")
     parser.add_argument("--logs", required=True, metavar="FILE.jsonl",
-                        help="the route's logged decisions (`crossroads logs export`)")
+                        help="the route's logged decisions (`crossroads logs export`, or store:URL to read the "
+                        "server's store directly)")
     parser.add_argument("--admin-key-env", default="CROSSROADS_ADMIN_KEY", metavar="VAR",
                         help="environment variable holding the server's admin key (default CROSSROADS_ADMIN_KEY)")
     parser.add_argument("--estimator", choices=("dr", "snips", "ips"), default="dr",

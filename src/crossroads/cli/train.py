@@ -39,9 +39,9 @@ def router_file(text: str) -> str:
 def run(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from crossroads.data.importers import load_datasets
     from crossroads.routers import ROUTERS
     from crossroads.routers.provenance import write_provenance
+    from crossroads.store.export import load_datasets  # every format, and store:URL
 
     (spec,) = checked_specs(ROUTERS, [args.router])
     router = ROUTERS.build(spec)
