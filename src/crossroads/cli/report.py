@@ -128,10 +128,10 @@ def estimate_candidates(args: argparse.Namespace, candidates: dict, store, windo
         return {"decisions": 0, "note": str(error), "routers": {}}
     logs = export.dataset
     embedded = embed(logs.prompts, args.embedder, not args.no_cache)
+    routers = {name: {"router_file": candidate.router_file, **estimate_on(args, candidate, logs, embedded).to_dict()}
+               for name, candidate in candidates.items()}
     return {"decisions": logs.n_queries, "without_prompt": export.without_prompt, "failed": export.failed,
-            "quality_from": args.quality_from, "note": None, "routers": {name: {"router_file": candidate.router_file,
-                                             **estimate_on(args, candidate, logs, embedded).to_dict()}
-                                      for name, candidate in candidates.items()}}
+            "quality_from": args.quality_from, "note": None, "routers": routers}
 
 
 def _figure(estimate: dict) -> str:
