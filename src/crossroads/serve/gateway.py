@@ -160,7 +160,7 @@ class Gateway:
         self.routes.budgets = Budgets(config.routes, config.store, self.store, self.metrics)
         self.cascades = self.routes.cascades
         self._decision_waiters = 0  # feedback requests waiting for their decision (see _awaited_decision)
-        self.embedding_turns = FairTurns(EMBEDDING_TURNS)  # callers take turns in rotation, one at a time each
+        self.embedding_turns = FairTurns(EMBEDDING_TURNS)  # callers take the turns in rotation
         self.metrics.embedding_waiting.set_function(self.embedding_turns.waiting)
         self.learners.restore(self.store)
         for cascade in self.cascades.values():
@@ -188,7 +188,7 @@ class Gateway:
                                         "decisions could not be recorded; retry when it is back")
         args = (request.model, request.text, request.overrides, self.health.unavailable(), request.payers)
         if self.routes.needs_embedding(request.model):
-            async with self.embedding_turns.turn(request.caller):  # one at a time: the embedder uses every core
+            async with self.embedding_turns.turn(request.caller):  # EMBEDDING_TURNS at once, one per caller
                 choice = await anyio.to_thread.run_sync(lambda: self.routes.decide(*args))
         else:
             choice = self.routes.decide(*args)
