@@ -139,7 +139,8 @@ def test_the_server_answers_one_caller_while_anothers_flood_waits_for_the_embedd
     monkeypatch.setenv("TURNS_CLIENT_KEYS", f"{FLOOD_KEY},{USER_KEY}")
     models = [{"name": name, "base_url": FAKE_BASE_URL, "upstream_model": "echo"} for name in ("big", "small")]
     config = parse_config({"models": models, "routes": {"smart": {"learner": "linucb:seed=0"}},
-                           "store": f"sqlite:///{tmp_path}/store.db", "security": {"api_keys_env": "TURNS_CLIENT_KEYS"}})
+                           "store": f"sqlite:///{tmp_path}/store.db",
+                           "security": {"api_keys_env": "TURNS_CLIENT_KEYS"}})
     embedder = GatedEmbedder()
     gateway = Gateway(config, http_client=FakeUpstream().async_client(), embedder=embedder)
     assert EMBEDDING_TURNS == 2
